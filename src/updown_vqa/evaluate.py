@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from updown_vqa.answers import PROTOCOLS, question_accuracy
+from updown_vqa.errors import UpdownError
 
 _SHOWN_IDS = 5
 
 
-class ResultsError(ValueError):
+class ResultsError(UpdownError, ValueError):
     """The results do not answer exactly the annotated questions, once each."""
 
 

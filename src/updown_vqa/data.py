@@ -1,0 +1,245 @@
+"""Batches of questions and region features: Dataset, batch sampler and LightningDataModule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from updown_vqa.errors import UpdownError
+from updown_vqa.features.store import FeatureStore
+from updown_vqa.preprocess import as_list, load_cache, preprocess
+
+
+class StoreSet:
+    """One or several feature stores looked up by image id (train+val training uses two)."""
+
+    def __init__(self, paths: list[str]):
+        if not paths:
+            raise UpdownError("no features file configured for this split (set data.<split>.features)")
+        self.stores = [FeatureStore(p) for p in paths]
+        dims = {s.feature_dim for s in self.stores}
+        if len(dims) > 1:
+            raise UpdownError(f"feature stores {paths} have different feature sizes {sorted(dims)}")
+        self.feature_dim = dims.pop()
+        self.max_boxes = max(s.max_boxes for s in self.stores)
+        self.attrs = self.stores[0].attrs
+
+    def locate(self, image_ids: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+        """(store index, row) of each image id."""
+        which = np.full(len(image_ids), -1, np.int64)
+        rows = np.zeros(len(image_ids), np.int64)
+        for k, store in enumerate(self.stores):
+            todo = which < 0
+            found = np.array([int(i) in store._row for i in image_ids[todo]], bool)
+            idx = np.flatnonzero(todo)[found]
+            which[idx], rows[idx] = k, store.rows(image_ids[idx])
+        if (which < 0).any():
+            self.stores[0].rows(image_ids[which < 0][:1], source)  # raises, naming the id and file
+        return which, rows
+
+    def read(self, which: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
+        if len(self.stores) == 1:
+            return self.stores[0].read(rows, self.max_boxes)
+        parts = [(np.flatnonzero(which == k), s) for k, s in enumerate(self.stores)]
+        reads = [(idx, s.read(rows[idx], self.max_boxes)) for idx, s in parts if len(idx)]
+        out = {key: np.concatenate([r[key] for _, r in reads]) for key in reads[0][1]}
+        order = np.argsort(np.concatenate([idx for idx, _ in reads]), kind="stable")
+        return {key: value[order] for key, value in out.items()}
+
+
+class VQADataset(Dataset):
+    """Indexed by a list of question indices (a whole batch), returning a collated batch.
+
+    Reading a batch at once lets the feature store gather all of its images in one sorted read.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], split: str, stores: StoreSet, num_answers: int,
+                 source: str = ""):
+        self.tokens = torch.from_numpy(arrays[f"{split}/tokens"])
+        self.lengths = torch.from_numpy(arrays[f"{split}/lengths"])
+        self.question_ids = arrays[f"{split}/question_ids"]
+        self.image_ids = arrays[f"{split}/image_ids"]
+        self.num_answers = num_answers
+        self.stores = stores
+        self.which, self.rows = stores.locate(self.image_ids, source or split)
+        self.annotated = f"{split}/target_rows" in arrays
+        if self.annotated:
+            self.targets = _csr(arrays, split, "target", len(self.tokens))
+            self.accuracy = _csr(arrays, split, "acc", len(self.tokens))
+            self.answer_type = torch.from_numpy(arrays[f"{split}/answer_type"])
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, indices) -> dict[str, torch.Tensor]:
+        index = np.asarray(indices, dtype=np.int64)
+        regions = self.stores.read(self.which[index], self.rows[index])
+        num_boxes = torch.from_numpy(regions["num_boxes"].astype(np.int64))
+        k = regions["features"].shape[1]
+        lengths = self.lengths[index]
+        batch = {
+            "index": torch.from_numpy(index),
+            "tokens": self.tokens[index, : int(lengths.max())],  # [B, T]: padding beyond the longest cut
+            "lengths": lengths,  # [B]
+            "features": torch.from_numpy(regions["features"]),  # [B, K, D], store dtype
+            "boxes": torch.from_numpy(regions["boxes"]),  # [B, K, 4]
+            "mask": torch.arange(k)[None, :] < num_boxes[:, None],  # [B, K]
+        }
+        if self.annotated:
+            batch["targets"] = _dense(self.targets, index, self.num_answers)  # [B, A]
+            batch["accuracy"] = _dense(self.accuracy, index, self.num_answers)  # [B, A]
+            batch["answer_type"] = self.answer_type[index]
+        return batch
+
+
+def _csr(arrays, split: str, name: str, num_rows: int):
+    """COO (row, col, value) arrays as CSR pieces for fast per-row lookup."""
+    rows, cols, vals = (arrays[f"{split}/{name}_{k}"] for k in ("rows", "cols", "vals"))
+    order = np.argsort(rows, kind="stable")
+    indptr = np.zeros(num_rows + 1, np.int64)
+    np.add.at(indptr, rows + 1, 1)
+    return np.cumsum(indptr), cols[order], vals[order]
+
+
+def _dense(csr, index: np.ndarray, num_answers: int) -> torch.Tensor:
+    indptr, cols, vals = csr
+    out = np.zeros((len(index), num_answers), np.float32)
+    for b, i in enumerate(index):
+        out[b, cols[indptr[i] : indptr[i + 1]]] = vals[indptr[i] : indptr[i + 1]]
+    return torch.from_numpy(out)
+
+
+class BatchSampler(Sampler):
+    """Yields whole batches of indices; reshuffled each epoch from (seed, epoch); sharded per process.
+
+    Its position (epoch and batches already yielded) is part of the training state, so a resumed run
+    continues with the exact batch that would have come next.
+    """
+
+    def __init__(self, num_items: int, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False, num_replicas: int = 1, rank: int = 0):
+        self.num_items, self.batch_size, self.shuffle = num_items, batch_size, shuffle
+        self.seed, self.drop_last = seed, drop_last
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self.start_batch = epoch, 0
+
+    def _shard(self) -> np.ndarray:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_items, generator=generator).numpy()
+        else:
+            order = np.arange(self.num_items)
+        per_replica = math.ceil(self.num_items / self.num_replicas)
+        order = np.resize(order, per_replica * self.num_replicas)  # pad by wrapping, as DistributedSampler
+        return order[self.rank :: self.num_replicas]
+
+    def __iter__(self):
+        shard = self._shard()
+        for b in range(self.start_batch, len(self)):
+            self.start_batch = b + 1
+            yield shard[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+        self.start_batch = 0
+
+    def __len__(self) -> int:
+        per_replica = math.ceil(self.num_items / self.num_replicas)
+        rounding = math.floor if self.drop_last else math.ceil
+        return rounding(per_replica / self.batch_size)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "start_batch": self.start_batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.start_batch = state["epoch"], state["start_batch"]
+
+
+class VQADataModule(pl.LightningDataModule):
+    """VQA v2-format questions/annotations and feature stores per split (`train`, `val`, `test`).
+
+    Each split is {questions, annotations, features}, each a path or a list of paths. `builder`, when
+    given, is called by `prepare_data` to create missing files (the built-in `shapes` dataset).
+    """
+
+    def __init__(self, train: dict, val: dict, cache_dir: str, test: dict | None = None,
+                 builder: Callable[[], None] | None = None, max_question_length: int = 14,
+                 min_answer_count: int = 9, answer_splits=("train",), vocab_splits=("train",),
+                 batch_size: int = 512, num_workers: int = 0, pin_memory: bool = False,
+                 persistent_workers: bool = True, prefetch_factor: int = 2, seed: int = 0):
+        super().__init__()
+        self.splits = {k: dict(v) for k, v in {"train": train, "val": val, "test": test}.items() if v}
+        self.cache_dir, self.builder = cache_dir, builder
+        self.preprocess_args = {"max_question_length": max_question_length,
+                                "min_answer_count": min_answer_count,
+                                "answer_splits": list(answer_splits), "vocab_splits": list(vocab_splits)}
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.persistent_workers, self.prefetch_factor, self.seed = persistent_workers, prefetch_factor, seed
+        self.datasets: dict[str, VQADataset] = {}
+        self.samplers: dict[str, BatchSampler] = {}
+
+    def _preprocess(self) -> str:
+        return preprocess(self.splits, self.cache_dir, **self.preprocess_args)
+
+    def prepare_data(self) -> None:
+        if self.builder is not None:
+            self.builder()
+        self._preprocess()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        self.meta, arrays = load_cache(self._preprocess())
+        for split, files in self.splits.items():
+            stores = StoreSet(as_list(files.get("features")))
+            self.datasets[split] = VQADataset(arrays, split, stores, len(self.answers),
+                                              source=", ".join(as_list(files.get("questions"))))
+        dims = {d.stores.feature_dim for d in self.datasets.values()}
+        if len(dims) > 1:
+            raise UpdownError(f"splits have different feature sizes {sorted(dims)}; use one extractor")
+
+    @property
+    def vocab(self) -> list[str]:
+        return self.meta["vocab"]
+
+    @property
+    def answers(self) -> list[str]:
+        return self.meta["answers"]
+
+    @property
+    def feature_dim(self) -> int:
+        return self.datasets["train" if "train" in self.datasets else "val"].stores.feature_dim
+
+    @property
+    def feature_attrs(self) -> dict:
+        return self.datasets["train" if "train" in self.datasets else "val"].stores.attrs
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        trainer = self.trainer
+        sampler = BatchSampler(len(self.datasets[split]), self.batch_size, shuffle=shuffle,
+                               seed=self.seed, num_replicas=trainer.world_size if trainer else 1,
+                               rank=trainer.global_rank if trainer else 0)
+        self.samplers[split] = sampler
+        workers = self.num_workers > 0
+        return DataLoader(self.datasets[split], sampler=sampler, batch_size=None,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.persistent_workers and workers,
+                          prefetch_factor=self.prefetch_factor if workers else None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test" if "test" in self.datasets else "val", shuffle=False)

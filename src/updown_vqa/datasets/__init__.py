@@ -1,0 +1,1 @@
+"""Dataset sources written in the official VQA v2 file formats."""

@@ -1,0 +1,1 @@
+"""Region features: the HDF5 feature store and the extractors that write it."""

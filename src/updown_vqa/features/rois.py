@@ -1,0 +1,112 @@
+"""Features at given boxes: RoIAlign on a torchvision ResNet trunk with its classification head removed."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.ops import roi_align
+
+from updown_vqa.errors import UpdownError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Output channels and stride of each stage of resnet18/34 (basic blocks); bottleneck nets have 4x channels.
+_STAGES = {"layer1": (64, 4), "layer2": (128, 8), "layer3": (256, 16), "layer4": (512, 32)}
+
+
+def file_sha256(path: str) -> str:
+    """Hex digest of a file, recorded in stores so features can be traced to their weights."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_trunk(backbone: str = "resnet152", weights: str | None = None, stage: str = "layer4"):
+    """A ResNet without its average pool and classifier, optionally cut after an earlier `stage`.
+
+    `weights` is a torchvision weight name (e.g. "IMAGENET1K_V2", taken from the local torch cache),
+    a path to a state dict, or None for random initialisation. Returns (trunk, channels, stride).
+    """
+    if not hasattr(torchvision.models, backbone) or not backbone.startswith("resnet"):
+        raise UpdownError(
+            f"backbone={backbone!r} is not a torchvision ResNet (resnet18..resnet152)"
+        )
+    net = _resnet(backbone, weights)
+    layers = list(net.children())[:-2]  # drop avgpool and fc: the classic grid-feature trunk
+    cut = [name for name, _ in net.named_children()].index(stage) + 1
+    trunk = nn.Sequential(*layers[:cut]).eval()
+    channels, stride = _STAGES[stage]
+    if backbone not in ("resnet18", "resnet34"):
+        channels *= 4
+    return trunk, channels, stride
+
+
+def _resnet(backbone: str, weights: str | None) -> nn.Module:
+    builder = getattr(torchvision.models, backbone)
+    if weights is None:
+        return builder(weights=None)
+    if os.path.isfile(weights):
+        net = builder(weights=None)
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        net.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+        return net
+    try:
+        return builder(weights=weights)
+    except Exception as e:  # torchvision raises on unknown names and on failed downloads alike
+        raise UpdownError(
+            f"weights={weights!r}: neither a file nor a torchvision weight name available offline "
+            f"({type(e).__name__}); put the file in the torch cache (torch.hub.get_dir()) or pass a path"
+        ) from e
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 or [0, 1] images [B, 3, H, W] to ImageNet-normalised float."""
+    if images.dtype == torch.uint8:
+        images = images.float() / 255.0
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+@torch.no_grad()
+def roi_features(
+    trunk: nn.Module,
+    images: torch.Tensor,
+    boxes: list[torch.Tensor],
+    stride: int,
+    output_size: int = 1,
+    image_sizes: list[tuple[int, int]] | None = None,
+    spatial: bool = True,
+) -> list[torch.Tensor]:
+    """Features at given boxes for a batch of same-size images.
+
+    images: [B, 3, H, W] (uint8 or normalised float); boxes[b]: [n_b, 4] in pixels of the original
+    image, x1 y1 x2 y2, with image_sizes[b] = (w, h) the original size (default: H, W as given).
+    Each box is RoIAligned on the trunk's output to output_size x output_size, flattened
+    (output_size=1 is the mean-pooled feature of the paper), and, with `spatial`, followed by the
+    box's normalised coordinates x1/w, y1/h, x2/w, y2/h. Returns one [n_b, C*s*s (+4)] tensor per image.
+    """
+    if images.dtype == torch.uint8 or images.max() > 10:
+        images = normalize_images(images)
+    _, _, height, width = images.shape
+    sizes = image_sizes or [(width, height)] * len(boxes)
+    fmap = trunk(images)  # [B, C, H/stride, W/stride]
+    scaled = []
+    for b, (w, h) in zip(boxes, sizes):
+        scale = b.new_tensor([width / w, height / h, width / w, height / h])
+        scaled.append(b.float() * scale)
+    pooled = roi_align(fmap, scaled, output_size, spatial_scale=1.0 / stride, aligned=True)
+    pooled = pooled.flatten(1)  # [R, C*s*s]
+    out = []
+    for b, (w, h), chunk in zip(boxes, sizes, pooled.split([len(b) for b in boxes])):
+        if spatial:
+            coords = b.float() / b.new_tensor([w, h, w, h], dtype=torch.float32)
+            chunk = torch.cat([chunk, coords], dim=1)
+        out.append(chunk)
+    return out

@@ -1,0 +1,85 @@
+"""The LightningModule that trains UpDown with soft-score BCE and reports the official VQA accuracy."""
+
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from updown_vqa.metrics import VQAAccuracy
+from updown_vqa.model import UpDown, init_weights
+
+
+def lr_factor(epoch: float, warmup_epochs: float, warmup_start: float, decay_start: int,
+              decay_every: int, decay_rate: float) -> float:
+    """Linear warm-up from `warmup_start` to 1 over `warmup_epochs`, then step decay.
+
+    From epoch `decay_start` on, the rate is multiplied by `decay_rate` every `decay_every` epochs
+    (the schedule of Kim et al. 2018 and Jiang et al. 2018 for Up-Down with Adamax).
+    """
+    if epoch < warmup_epochs:
+        return warmup_start + (1 - warmup_start) * epoch / warmup_epochs
+    if epoch < decay_start:
+        return 1.0
+    return decay_rate ** (1 + math.floor((epoch - decay_start) / decay_every))
+
+
+class UpDownVQA(pl.LightningModule):
+    """Wraps `UpDown`. The vocabulary, answer list and feature record are hyperparameters, so a
+    checkpoint alone is enough to answer questions: no training caches are needed."""
+
+    def __init__(self, vocab: list[str], answers: list[str], feature_dim: int = 2048,
+                 embed_dim: int = 300, hidden_dim: int = 1024, nonlinearity: str = "gated_tanh",
+                 weight_norm: bool = False, dropout: float = 0.5, use_image: bool = True,
+                 lr: float = 2e-3, warmup_epochs: float = 3.0, warmup_start: float = 0.25,
+                 decay_start: int = 10, decay_every: int = 2, decay_rate: float = 0.25,
+                 max_question_length: int = 14, feature_attrs: dict | None = None):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = UpDown(len(vocab), len(answers), feature_dim, embed_dim, hidden_dim, nonlinearity,
+                            weight_norm, dropout, use_image)
+        self.model.apply(init_weights)
+        self.val_acc = VQAAccuracy()
+
+    def forward(self, batch: dict, return_attention: bool = False):
+        return self.model(batch["tokens"], batch["lengths"], batch.get("features"), batch.get("mask"),
+                          return_attention=return_attention)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        logits = self(batch)
+        # Mean over answers, times A: the per-question sum of BCE terms (Teney et al., eq. 7).
+        loss = F.binary_cross_entropy_with_logits(logits, batch["targets"]) * logits.shape[1]
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        logits = self(batch)
+        loss = F.binary_cross_entropy_with_logits(logits, batch["targets"]) * logits.shape[1]
+        self.log("val/loss", loss, batch_size=len(logits), sync_dist=True)
+        self.val_acc.update(logits, batch["accuracy"], batch["answer_type"])
+
+    def on_validation_epoch_end(self) -> None:
+        for name, value in self.val_acc.compute().items():
+            self.log(f"val/{name}", value, prog_bar=name == "acc")
+        self.val_acc.reset()
+
+    def predict_step(self, batch: dict, batch_idx: int, top_k: int = 5) -> dict:
+        logits, attention = self(batch, return_attention=True)
+        scores, indices = torch.sigmoid(logits).topk(min(top_k, logits.shape[1]), dim=1)
+        return {"index": batch["index"], "scores": scores, "answers": indices, "attention": attention}
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.Adamax(self.parameters(), lr=hp.lr)
+        total_steps = self.trainer.estimated_stepping_batches
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        steps_per_epoch = max(1, int(total_steps) // epochs)
+
+        def schedule(step: int) -> float:
+            return lr_factor(step / steps_per_epoch, hp.warmup_epochs, hp.warmup_start,
+                             hp.decay_start, hp.decay_every, hp.decay_rate)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

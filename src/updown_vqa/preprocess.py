@@ -1,0 +1,170 @@
+"""VQA v2 files in, cached arrays out: tokens, vocabulary, answer vocabulary, soft scores, accuracies.
+
+The cache is a pair of files named by a fingerprint of the inputs (path, size, mtime) and the
+settings, so it is rebuilt whenever either changes and never silently reused when stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+
+from updown_vqa.answers import candidate_accuracies, normalize_answer, soft_scores
+from updown_vqa.errors import UpdownError
+from updown_vqa.text import Vocabulary, tokenize
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+ANSWER_TYPES = ("yes/no", "number", "other")
+
+
+def as_list(value) -> list[str]:
+    """A config value that is one path or a list of paths, as a list ([] for None)."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, (str, os.PathLike)) else [str(v) for v in value]
+
+
+def load_json(path: str, key: str):
+    """`json[key]` of a VQA file, with errors that name the file."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise UpdownError(f"{path}: file not found (check the data.* paths)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise UpdownError(f"{path}: cannot read it as JSON ({e})") from None
+    if key not in data:
+        raise UpdownError(f"{path}: no '{key}' list; expected the official VQA v2 format")
+    return data[key]
+
+
+def read_split(questions: Sequence[str], annotations: Sequence[str]) -> dict:
+    """Questions (and annotations when given) of one split, files concatenated in order."""
+    items = [q for path in questions for q in load_json(path, "questions")]
+    out = {"question_ids": [q["question_id"] for q in items], "image_ids": [q["image_id"] for q in items],
+           "questions": [q["question"] for q in items], "annotations": None}
+    if annotations:
+        by_id = {a["question_id"]: a for path in annotations for a in load_json(path, "annotations")}
+        missing = [qid for qid in out["question_ids"] if qid not in by_id]
+        if missing:
+            raise UpdownError(f"{annotations}: no annotation for question ids {missing[:5]} "
+                              f"({len(missing)} in all); pair each questions file with its annotations")
+        out["annotations"] = [by_id[qid] for qid in out["question_ids"]]
+    return out
+
+
+def fingerprint(files: Sequence[str], settings: dict) -> str:
+    """Hash of the input files' identity and the settings that shape the cache."""
+    stats = []
+    for path in files:
+        st = os.stat(path)
+        stats.append([os.path.abspath(path), st.st_size, int(st.st_mtime_ns)])
+    blob = json.dumps([CACHE_VERSION, stats, settings], sort_keys=True).encode()
+    return hashlib.sha1(blob).hexdigest()[:16]
+
+
+def build_answer_vocab(annotations: Sequence[dict], min_count: int) -> list[str]:
+    """Normalised `multiple_choice_answer`s seen at least `min_count` times, most frequent first."""
+    counts = Counter(normalize_answer(a["multiple_choice_answer"]) for a in annotations)
+    return sorted((a for a, c in counts.items() if c >= min_count), key=lambda a: (-counts[a], a))
+
+
+def encode_answers(annotations: Sequence[dict], answer_index: dict[str, int]) -> dict[str, np.ndarray]:
+    """Sparse soft targets and official per-candidate accuracies, as COO (row, answer, value) arrays."""
+    target_rows, target_cols, target_vals = [], [], []
+    acc_rows, acc_cols, acc_vals = [], [], []
+    for row, ann in enumerate(annotations):
+        humans = [h["answer"] for h in ann["answers"]]
+        for answer, score in soft_scores(humans).items():
+            if answer in answer_index:
+                target_rows.append(row), target_cols.append(answer_index[answer]), target_vals.append(score)
+        candidates = {normalize_answer(h) for h in humans} | {h.strip() for h in humans}
+        for answer, acc in candidate_accuracies(humans, candidates & answer_index.keys()).items():
+            if acc > 0:
+                acc_rows.append(row), acc_cols.append(answer_index[answer]), acc_vals.append(acc)
+    as_arrays = {"target_rows": target_rows, "target_cols": target_cols, "acc_rows": acc_rows,
+                 "acc_cols": acc_cols}
+    out = {k: np.asarray(v, np.int64) for k, v in as_arrays.items()}
+    out["target_vals"] = np.asarray(target_vals, np.float32)
+    out["acc_vals"] = np.asarray(acc_vals, np.float32)
+    out["answer_type"] = np.array([_answer_type_index(a["answer_type"]) for a in annotations], np.int64)
+    return out
+
+
+def _answer_type_index(answer_type: str) -> int:
+    return ANSWER_TYPES.index(answer_type) if answer_type in ANSWER_TYPES else len(ANSWER_TYPES) - 1
+
+
+def preprocess(splits: dict[str, dict], cache_dir: str, max_question_length: int = 14,
+               min_answer_count: int = 9, answer_splits: Sequence[str] = ("train",),
+               vocab_splits: Sequence[str] = ("train",)) -> str:
+    """Write the cache for `splits` ({name: {"questions": paths, "annotations": paths}}) unless it exists.
+
+    Returns the cache's path stem; `load_cache(stem)` reads it.
+    """
+    files = {name: (as_list(s.get("questions")), as_list(s.get("annotations"))) for name, s in splits.items()}
+    settings = {"max_question_length": max_question_length, "min_answer_count": min_answer_count,
+                "answer_splits": sorted(answer_splits), "vocab_splits": sorted(vocab_splits),
+                "splits": {k: [q, a] for k, (q, a) in files.items()}}
+    for path in (p for q, a in files.values() for p in q + a):
+        if not os.path.isfile(path):
+            raise UpdownError(f"{path}: file not found (check the data.* paths)")
+    stem = os.path.join(cache_dir, "vqa-" + fingerprint([p for q, a in files.values() for p in q + a],
+                                                         settings))
+    if os.path.isfile(stem + ".json") and os.path.isfile(stem + ".npz"):
+        return stem
+    data = {name: read_split(q, a) for name, (q, a) in files.items()}
+    tokens = {name: tokenize(d["questions"]) for name, d in data.items()}
+    vocab = Vocabulary.build(t for name in vocab_splits if name in tokens for t in tokens[name])
+    answer_anns = [a for name in answer_splits if data.get(name, {}).get("annotations")
+                   for a in data[name]["annotations"]]
+    answers = build_answer_vocab(answer_anns, min_answer_count)
+    if not answers:
+        raise UpdownError(f"no answer occurs {min_answer_count} times in splits {list(answer_splits)}; "
+                          "lower data.min_answer_count or add annotated splits")
+    answer_index = {a: i for i, a in enumerate(answers)}
+    arrays = {}
+    for name, d in data.items():
+        ids, lengths = vocab.encode(tokens[name], max_question_length)
+        arrays |= {f"{name}/tokens": ids, f"{name}/lengths": lengths,
+                   f"{name}/question_ids": np.asarray(d["question_ids"], np.int64),
+                   f"{name}/image_ids": np.asarray(d["image_ids"], np.int64)}
+        if d["annotations"]:
+            arrays |= {f"{name}/{k}": v for k, v in encode_answers(d["annotations"], answer_index).items()}
+    meta = {"version": CACHE_VERSION, "settings": settings, "vocab": vocab.words, "answers": answers,
+            "splits": {name: {"questions": len(d["question_ids"]), "images": len(set(d["image_ids"])),
+                              "annotated": bool(d["annotations"])} for name, d in data.items()}}
+    _log_summary(meta, arrays)
+    os.makedirs(cache_dir, exist_ok=True)
+    np.savez(stem + ".tmp.npz", **arrays)
+    os.replace(stem + ".tmp.npz", stem + ".npz")
+    with open(stem + ".tmp.json", "w") as f:
+        json.dump(meta, f)
+    os.replace(stem + ".tmp.json", stem + ".json")  # written last: its presence marks a complete cache
+    return stem
+
+
+def load_cache(stem: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """The metadata (vocab, answers, settings) and arrays written by `preprocess`."""
+    with open(stem + ".json") as f:
+        meta = json.load(f)
+    with np.load(stem + ".npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return meta, arrays
+
+
+def _log_summary(meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    for name, info in meta["splits"].items():
+        log.info("%s: %d questions, %d images", name, info["questions"], info["images"])
+    log.info("vocabulary %d words, answer vocabulary %d answers", len(meta["vocab"]), len(meta["answers"]))
+    if "val/acc_rows" in arrays:
+        reachable = len(np.unique(arrays["val/acc_rows"])) / max(1, meta["splits"]["val"]["questions"])
+        log.info("val questions whose answer is outside the answer vocabulary: %.2f%% (the accuracy ceiling "
+                 "is about %.2f%%)", 100 * (1 - reachable), 100 * reachable)

@@ -1,0 +1,85 @@
+"""Train a model: `python -m updown_vqa.train [key=value ...]` (Hydra; `-m` for sweeps)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from updown_vqa.errors import UpdownError
+from updown_vqa.paths import config_dir
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg: DictConfig, datamodule) -> pl.LightningModule:
+    """The configured LightningModule, sized from the data (vocabulary, answers, feature size)."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    feature_dim = model_cfg.pop("feature_dim", None)
+    features = datamodule.splits["train"].get("features")
+    if feature_dim is not None and feature_dim != datamodule.feature_dim:
+        raise UpdownError(f"{features}: features are {datamodule.feature_dim}-d but model.feature_dim="
+                          f"{feature_dim}; drop model.feature_dim or use matching features")
+    return instantiate(model_cfg, vocab=datamodule.vocab, answers=datamodule.answers,
+                       feature_dim=datamodule.feature_dim, feature_attrs=datamodule.feature_attrs,
+                       max_question_length=cfg.data.get("max_question_length", 14))
+
+
+def check_checkpoint(path: str, model: pl.LightningModule) -> None:
+    """Refuse a checkpoint whose answers or feature size differ from this data's, naming both."""
+    if not os.path.isfile(path):
+        raise UpdownError(f"resume={path}: checkpoint not found")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    except Exception as e:  # truncated or not a checkpoint
+        raise UpdownError(f"resume={path}: cannot load the checkpoint ({type(e).__name__}: {e})") from e
+    for key in ("feature_dim", "answers"):
+        if key in saved and saved[key] != model.hparams[key]:
+            what = f"{len(saved[key])} answers" if key == "answers" else saved[key]
+            ours = f"{len(model.hparams[key])} answers" if key == "answers" else model.hparams[key]
+            raise UpdownError(f"resume={path}: the checkpoint's {key} ({what}) does not match the "
+                              f"data's ({ours}); resume with the data it was trained on")
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit the model and return the final metrics plus where the best checkpoint is."""
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    model = build_model(cfg, datamodule)
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
+    loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    if cfg.get("resume"):
+        check_checkpoint(cfg.resume, model)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    checkpoint = trainer.checkpoint_callback
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        metrics["best"] = float(checkpoint.best_model_score)
+        metrics["best_checkpoint"] = checkpoint.best_model_path
+        print(f"best {checkpoint.monitor} {metrics['best']:.2f} at {checkpoint.best_model_path} "
+              f"(checkpoints in {checkpoint.dirpath})", flush=True)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except UpdownError as e:
+        log.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    return metrics.get("best")  # the value a Hydra sweeper optimises
+
+
+if __name__ == "__main__":
+    main()
