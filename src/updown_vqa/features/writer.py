@@ -1,0 +1,328 @@
+"""An appending, resumable feature-store writer: images go to a work file, `finalize` makes the store.
+
+Appends land in `{path}.work.h5`, whose chunked flat datasets grow as images arrive. The work file is
+only touched inside `flush()`, and the committed counts (attrs `num_images`, `num_rows`,
+`num_skipped`) are written last, so a run killed at any other moment leaves a work file that the next
+run reopens and trims to what was committed. `finalize` copies it into a contiguous store (which
+`FeatureStore` memory-maps), sorted by image id, and renames that onto `path` atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import h5py
+import numpy as np
+
+from updown_vqa.errors import UpdownError
+from updown_vqa.features.store import FORMAT_VERSION, atomic_replace
+
+BLOCK_IMAGES = 256  # images buffered in memory before a write
+BLOCK_BYTES = 64 << 20  # ... or this many bytes of features, whichever comes first
+SLICE_BYTES = 128 << 20  # features per slice copied by `finalize`
+CHUNK_BYTES = 1 << 20  # target chunk size of the work file's growing datasets
+COUNTS = ("num_images", "num_rows", "num_skipped")  # attrs: what the work file holds for sure
+PER_IMAGE = {"image_ids": np.int64, "image_w": np.int32, "image_h": np.int32, "num_boxes": np.int32}
+
+
+class StoreWriter:
+    """Append images to a feature store one at a time; resumable, and atomic when finalized."""
+
+    def __init__(
+        self,
+        path: str,
+        feature_dim: int,
+        dtype: str = "float32",
+        attrs: Mapping[str, object] | None = None,
+        resume: bool = True,
+    ):
+        self.path = str(path)
+        self.work_path = f"{self.path}.work.h5"
+        self.feature_dim = int(feature_dim)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float16):
+            raise UpdownError(f"{self.path}: dtype must be float32 or float16, not {dtype!r}")
+        self.attrs = dict(attrs or {})
+        if not resume and os.path.exists(self.work_path):
+            os.remove(self.work_path)
+        self._file = self._open_work()
+        self._committed = tuple(int(self._file.attrs[k]) for k in COUNTS)
+        self.done_ids = set(self._file["image_ids"][:].tolist())
+        self.skipped_ids = set(self._file["skipped"][:].tolist())
+        # Reused block buffers: a fresh array per image or per flush costs page faults, not just copies.
+        rows = max(1, BLOCK_BYTES // (self.feature_dim * self.dtype.itemsize))
+        self._features = np.empty((rows, self.feature_dim), self.dtype)
+        self._boxes = np.empty((rows, 4), np.float32)
+        self._rows = 0
+        self._images: list[tuple[int, int, int, int]] = []  # id, w, h, num_boxes
+        self._skips: list[tuple[int, str]] = []
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _open_work(self) -> h5py.File:
+        """Reopen the work file (trimmed to its last committed flush) or create an empty one."""
+        if not os.path.exists(self.work_path):
+            return self._create_work()
+        try:
+            f = h5py.File(self.work_path, "r+", rdcc_nbytes=4 * CHUNK_BYTES)
+        except OSError as e:
+            raise UpdownError(
+                f"{self.work_path}: cannot reopen the unfinished work file ({e}); "
+                "delete it or start over (--restart / resume=False)"
+            ) from e
+        found = (int(f.attrs.get("feature_dim", -1)), str(f.attrs.get("dtype", "?")))
+        if found != (self.feature_dim, self.dtype.name):
+            f.close()
+            raise UpdownError(
+                f"{self.work_path}: unfinished work file has feature_dim={found[0]}, "
+                f"dtype={found[1]} but this run writes feature_dim={self.feature_dim}, "
+                f"dtype={self.dtype.name}; rerun with the same settings or start over "
+                "(--restart / resume=False)"
+            )
+        _trim(f)
+        return f
+
+    def _create_work(self) -> h5py.File:
+        """An empty work file with growing, chunked datasets."""
+        f = h5py.File(self.work_path, "w", rdcc_nbytes=4 * CHUNK_BYTES)
+        for name, dtype in PER_IMAGE.items():
+            f.create_dataset(name, (0,), dtype, maxshape=(None,), chunks=(4096,))
+        rows = max(1, CHUNK_BYTES // (self.feature_dim * self.dtype.itemsize))
+        for name, width, dtype in (
+            ("boxes", 4, np.float32),
+            ("features", self.feature_dim, self.dtype),
+        ):
+            f.create_dataset(name, (0, width), dtype, maxshape=(None, width), chunks=(rows, width))
+        f.create_dataset("skipped", (0,), np.int64, maxshape=(None,), chunks=(1024,))
+        string = h5py.string_dtype()
+        f.create_dataset("skipped_reasons", (0,), string, maxshape=(None,), chunks=(1024,))
+        f.attrs.update(feature_dim=self.feature_dim, dtype=self.dtype.name)
+        f.attrs.update(dict.fromkeys(COUNTS, 0))
+        f.flush()
+        return f
+
+    def add(
+        self, image_id: int, image_w: int, image_h: int, boxes: np.ndarray, features: np.ndarray
+    ) -> None:
+        """Buffer one image: `boxes` [n, 4] pixels x1y1x2y2, `features` [n, D]."""
+        image_id = int(image_id)
+        if image_id in self.done_ids:
+            raise UpdownError(
+                f"{self.path}: image id {image_id} added twice; each image may appear once"
+            )
+        boxes, features = np.asarray(boxes), np.asarray(features)
+        n = len(features)
+        if boxes.shape != (n, 4) or features.shape != (n, self.feature_dim):
+            raise UpdownError(
+                f"{self.path}: image id {image_id} has boxes {boxes.shape} and features "
+                f"{features.shape}; expected [n, 4] and [n, {self.feature_dim}]"
+            )
+        if self._rows + n > len(self._features):
+            self.flush()
+        if n > len(self._features):  # one image larger than a block: grow the buffers
+            self._features = np.empty((n, self.feature_dim), self.dtype)
+            self._boxes = np.empty((n, 4), np.float32)
+        rows = slice(self._rows, self._rows + n)
+        self._copy_features(image_id, features, rows)
+        self._boxes[rows] = boxes
+        self._rows += n
+        self.done_ids.add(image_id)
+        self._images.append((image_id, int(image_w), int(image_h), n))
+        if len(self._images) >= BLOCK_IMAGES:
+            self.flush()
+
+    def _copy_features(self, image_id: int, features: np.ndarray, rows: slice) -> None:
+        """Cast into the buffer; values beyond float16's range are an error, not inf."""
+        with np.errstate(over="ignore"):
+            self._features[rows] = features
+        if features.dtype == self.dtype or not len(features):
+            return
+        limit = np.finfo(self.dtype).max
+        if features.max() <= limit and features.min() >= -limit:  # a NaN takes the slow path
+            return
+        if (np.isinf(self._features[rows]) & np.isfinite(features)).any():
+            largest = np.abs(features[np.isfinite(features)]).max()
+            raise UpdownError(
+                f"{self.path}: image id {image_id} has features beyond the {self.dtype.name} "
+                f"range (largest {largest:g}); store them as float32"
+            )
+
+    def skip(self, image_id: int, reason: str) -> None:
+        """Record an image that could not be processed; skipping an id twice keeps the first reason."""
+        image_id = int(image_id)
+        if image_id not in self.skipped_ids:
+            self.skipped_ids.add(image_id)
+            self._skips.append((image_id, str(reason)))
+
+    def flush(self) -> None:
+        """Write the buffered images and skips, then commit their counts and flush the file.
+
+        Writes go to the committed counts, not the dataset ends, so a flush interrupted part way
+        (Ctrl-C) and run again by `close` rewrites the same places instead of appending twice.
+        """
+        f, (images, rows, skips) = self._file, self._committed
+        if self._images:
+            for name, values in zip(PER_IMAGE, zip(*self._images)):
+                _write_at(f[name], images, np.asarray(values, PER_IMAGE[name]))
+            _write_at(f["boxes"], rows, self._boxes[: self._rows])
+            _write_at(f["features"], rows, self._features[: self._rows])
+        if self._skips:
+            ids, reasons = zip(*self._skips)
+            _write_at(f["skipped"], skips, np.asarray(ids, np.int64))
+            _write_at(f["skipped_reasons"], skips, np.asarray(reasons, dtype=object))
+        committed = (images + len(self._images), rows + self._rows, skips + len(self._skips))
+        f.attrs.update(zip(COUNTS, committed))
+        f.flush()
+        self._committed, self._images, self._rows, self._skips = committed, [], 0, []
+
+    def close(self) -> None:
+        """Flush and close the work file without finalizing, so a later run can resume."""
+        if self._file.id.valid:
+            self.flush()
+            self._file.close()
+        self._features = self._boxes = None  # the buffers are not needed any more
+
+    def finalize(self, layout: str = "padded") -> str:
+        """Copy the work file into a contiguous store sorted by image id, rename it onto `path`."""
+        if layout not in ("padded", "flat"):
+            raise ValueError(f"layout must be 'padded' or 'flat', not {layout!r}")
+        self.close()
+        tmp = f"{self.path}.tmp"
+        try:
+            with h5py.File(self.work_path, "r") as work, h5py.File(tmp, "w") as out:
+                _SortedCopy(work, out, layout).run()
+                out.attrs.update(self.attrs)
+                out.attrs.update(dtype=self.dtype.name, format_version=FORMAT_VERSION)
+                out.attrs["layout"] = layout
+            atomic_replace(tmp, self.path)
+        except BaseException:  # the work file is intact: a rerun finalizes again
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        os.remove(self.work_path)
+        return self.path
+
+
+def _write_at(dataset: h5py.Dataset, start: int, values: np.ndarray) -> None:
+    """Resize a growing dataset to end after `values`, written from row `start`."""
+    dataset.resize(start + len(values), axis=0)
+    dataset[start:] = values
+
+
+def _trim(f: h5py.File) -> None:
+    """Drop whatever an interrupted flush wrote past the last committed counts."""
+    images, rows, skips = (int(f.attrs[k]) for k in COUNTS)
+    counts = dict.fromkeys(PER_IMAGE, images)
+    counts.update(boxes=rows, features=rows, skipped=skips, skipped_reasons=skips)
+    for name, count in counts.items():
+        if len(f[name]) != count:
+            f[name].resize(count, axis=0)
+
+
+class _SortedCopy:
+    """Copies a work file into contiguous datasets sorted by image id, a bounded slice at a time.
+
+    The work file is read sequentially; each slice's images are written where they belong in the
+    sorted output, one write per stretch of images that are already in order.
+    """
+
+    def __init__(self, work: h5py.File, out: h5py.File, layout: str):
+        self.work, self.out, self.layout = work, out, layout
+        order = np.argsort(work["image_ids"][:], kind="stable")
+        for name in PER_IMAGE:
+            out.create_dataset(name, data=work[name][:][order])
+        self.num_boxes = work["num_boxes"][:]
+        self.source_offsets = np.concatenate([[0], np.cumsum(self.num_boxes, dtype=np.int64)])
+        self.destination = np.empty_like(order)
+        self.destination[order] = np.arange(len(order))
+        self.max_boxes = int(self.num_boxes.max()) if len(order) else 0
+        if layout == "flat":
+            self.offsets = np.concatenate([[0], np.cumsum(self.num_boxes[order], dtype=np.int64)])
+            out.create_dataset("offsets", data=self.offsets)
+            shape = (int(self.offsets[-1]),)
+        else:
+            shape = (len(order), self.max_boxes)
+        dim, dtype = work["features"].shape[1], work["features"].dtype
+        self.features = out.create_dataset("features", shape + (dim,), dtype)
+        self.boxes = out.create_dataset("boxes", shape + (4,), np.float32)
+        self.per_slice = max(1, SLICE_BYTES // max(1, self.max_boxes * dim * dtype.itemsize))
+        rows = min(self.per_slice * self.max_boxes, len(work["features"]))
+        self.feature_rows = np.empty((rows, dim), dtype)
+        self.box_rows = np.empty((rows, 4), np.float32)
+        if layout == "padded":  # reused by every slice (untouched pages cost nothing)
+            images = (min(self.per_slice, len(order)), self.max_boxes)
+            self.padded = np.empty(images + (dim,), dtype), np.empty(images + (4,), np.float32)
+
+    def run(self) -> None:
+        """Copy every slice of images, then the skip list."""
+        for start in range(0, len(self.num_boxes), self.per_slice):
+            images = slice(start, min(start + self.per_slice, len(self.num_boxes)))
+            feats, boxes = self._read(images)
+            if self.layout == "flat":
+                self._write_flat(images, feats, boxes)
+            else:
+                self._write_padded(images, feats, boxes)
+        _copy_skipped(self.work, self.out, set(self.work["image_ids"][:].tolist()))
+
+    def _read(self, images: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Features and boxes of consecutive work-file images, read into the reused buffers."""
+        first, end = int(self.source_offsets[images.start]), int(self.source_offsets[images.stop])
+        feats, boxes = self.feature_rows[: end - first], self.box_rows[: end - first]
+        if end > first:
+            self.work["features"].read_direct(feats, np.s_[first:end])
+            self.work["boxes"].read_direct(boxes, np.s_[first:end])
+        return feats, boxes
+
+    def _write_flat(self, images: slice, feats: np.ndarray, boxes: np.ndarray) -> None:
+        local = (
+            self.source_offsets[images.start : images.stop + 1] - self.source_offsets[images.start]
+        )
+        targets = self.destination[images]
+        for first, end in _runs(targets):
+            source = slice(int(local[first]), int(local[end]))
+            dst = slice(int(self.offsets[targets[first]]), int(self.offsets[targets[end - 1] + 1]))
+            self.features[dst], self.boxes[dst] = feats[source], boxes[source]
+
+    def _write_padded(self, images: slice, feats: np.ndarray, boxes: np.ndarray) -> None:
+        counts = self.num_boxes[images]
+        feats, boxes = _pad(feats, counts, self.padded[0]), _pad(boxes, counts, self.padded[1])
+        targets = self.destination[images]
+        for first, end in _runs(targets):
+            dst = slice(int(targets[first]), int(targets[end - 1]) + 1)
+            self.features[dst], self.boxes[dst] = feats[first:end], boxes[first:end]
+
+
+def _runs(destination: np.ndarray):
+    """(first, last + 1) index pairs of the stretches where destinations go up one by one."""
+    breaks = np.flatnonzero(np.diff(destination) != 1) + 1
+    return zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(destination)]]))
+
+
+def _pad(rows: np.ndarray, counts: np.ndarray, buffer: np.ndarray) -> np.ndarray:
+    """Flat rows [R, ...] of consecutive images as zero-padded [B, K, ...] (in `buffer` if needed)."""
+    k = buffer.shape[1]
+    if (counts == k).all():
+        return rows.reshape((len(counts), k) + rows.shape[1:])
+    start = 0
+    for image, count in enumerate(counts.tolist()):
+        buffer[image, :count] = rows[start : start + count]
+        buffer[image, count:] = 0
+        start += count
+    return buffer[: len(counts)]
+
+
+def _copy_skipped(work: h5py.File, out: h5py.File, present: set[int]) -> None:
+    """The skip list sorted by id, minus ids that a later run did manage to add."""
+    skipped = work["skipped"][:]
+    keep = np.array([int(i) not in present for i in skipped], dtype=bool)
+    if not keep.any():
+        return
+    order = np.argsort(skipped[keep], kind="stable")
+    out.create_dataset("skipped", data=skipped[keep][order])
+    reasons = work["skipped_reasons"][:][keep][order]
+    out.create_dataset("skipped_reasons", data=reasons.astype(object), dtype=h5py.string_dtype())
