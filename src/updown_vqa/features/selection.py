@@ -1,0 +1,48 @@
+"""The bottom-up attention rule that turns detector outputs into an image's regions (a pure function).
+
+As in peteanderson80/bottom-up-attention tools/generate_tsv.py: non-maximum suppression per class,
+each box keeps its best score over the classes where it survived, boxes scoring at least a threshold
+are kept, with at least `min_boxes` and at most `max_boxes` per image (min = max gives a fixed K).
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.ops import batched_nms
+
+
+def select_regions(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    nms_iou: float = 0.3,
+    score_threshold: float = 0.2,
+    min_boxes: int = 10,
+    max_boxes: int = 100,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Kept boxes [K, 4], their best class scores [K] and classes [K], highest score first.
+
+    boxes: [N, 4] shared by every class (generate_tsv uses the proposals) or [N, C, 4] per class;
+    scores: [N, C] class probabilities without the background column. Classes index scores' columns.
+    Fewer than `min_boxes` above the threshold: the `min_boxes` best are kept (all N if fewer).
+    """
+    if min_boxes > max_boxes:
+        raise ValueError(f"min_boxes={min_boxes} is larger than max_boxes={max_boxes}")
+    num_boxes, num_classes = scores.shape
+    per_class = boxes if boxes.dim() == 3 else boxes[:, None, :].expand(num_boxes, num_classes, 4)
+    classes = torch.arange(num_classes, device=scores.device).expand(num_boxes, num_classes)
+    keep = batched_nms(per_class.reshape(-1, 4).float(), scores.reshape(-1).float(),
+                       classes.reshape(-1), nms_iou)  # indices into the flattened [N * C]
+    survived = torch.zeros(num_boxes * num_classes, dtype=torch.bool, device=scores.device)
+    survived[keep] = True
+    survived = survived.view(num_boxes, num_classes)
+    max_conf, best_class = torch.where(survived, scores, torch.zeros_like(scores)).max(dim=1)  # [N]
+    never = ~survived.any(dim=1)  # suppressed in every class: score 0, class of its best score
+    best_class[never] = scores[never].argmax(dim=1)
+    order = torch.sort(max_conf, descending=True, stable=True).indices
+    count = int((max_conf >= score_threshold).sum())
+    order = order[: min(max(count, min_boxes), max_boxes)]
+    if boxes.dim() == 3:
+        kept_boxes = boxes[order, best_class[order]]
+    else:
+        kept_boxes = boxes[order]
+    return kept_boxes, max_conf[order], best_class[order]
