@@ -1,38 +1,52 @@
-"""Extract features at given boxes for a folder of images into a feature store (the `boxes` mode)."""
+"""Features at given boxes for a folder of images (`extract mode=boxes` and the `shapes` builder)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
-from updown_vqa.features.rois import build_trunk, roi_features
-from updown_vqa.features.store import write_store
+from updown_vqa.errors import UpdownError
+from updown_vqa.features.images import extract_to_store
+from updown_vqa.features.rois import build_trunk, roi_features, weights_record
 
 log = logging.getLogger(__name__)
 
 
-class _Images(Dataset):
-    """Decodes and resizes images in DataLoader workers; returns uint8 [3, S, S] and the original size."""
+class BoxExtractor:
+    """RoI features at given boxes (pixels of the original image, per image id) from a ResNet trunk."""
 
-    def __init__(self, paths: list[str], image_size: int):
-        self.paths, self.image_size = paths, image_size
+    def __init__(self, trunk: torch.nn.Module, channels: int, stride: int,
+                 boxes: Mapping[int, np.ndarray], output_size: int = 1, spatial: bool = True):
+        self.trunk, self.stride, self.boxes = trunk, stride, boxes
+        self.output_size, self.spatial = output_size, spatial
+        self.feature_dim = channels * output_size**2 + (4 if spatial else 0)
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    def __call__(self, images: torch.Tensor, sizes, ids) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """images: uint8 [B, 3, S, S]; one (boxes [n, 4], features [n, D]) per image."""
+        boxes = [torch.as_tensor(self.boxes[i], dtype=torch.float32, device=images.device)
+                 for i in ids]
+        features = roi_features(self.trunk, images, boxes, self.stride, self.output_size,
+                                list(sizes), self.spatial)
+        return list(zip(boxes, features))
 
-    def __getitem__(self, i):
-        with Image.open(self.paths[i]) as image:
-            image = image.convert("RGB")
-            size = image.size
-            if size != (self.image_size, self.image_size):
-                image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
-            array = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
-        return array, torch.tensor(size)
+
+def check_boxes(boxes: Mapping[int, np.ndarray], ids, source: str) -> dict[int, np.ndarray]:
+    """Boxes [n, 4] float32 for each of `ids`; a missing id or a malformed list names both."""
+    missing = [i for i in ids if i not in boxes]
+    if missing:
+        raise UpdownError(f"{source}: no boxes for image ids {missing[:10]} ({len(missing)} in all);"
+                          " add them or remove those images")
+    checked = {}
+    for i in ids:
+        array = np.asarray(boxes[i], np.float32)
+        if array.size and (array.ndim != 2 or array.shape[1] != 4):
+            raise UpdownError(f"{source}: image id {i} has boxes of shape {array.shape}; expected "
+                              "a list of [x1, y1, x2, y2] in pixels")
+        checked[i] = array.reshape(-1, 4)
+    return checked
 
 
 def extract_box_features(
@@ -51,53 +65,22 @@ def extract_box_features(
     device: str | None = None,
 ) -> None:
     """RoI features at `boxes[id]` (pixels of the original image) for every image id, into `out`."""
-    torch.manual_seed(seed)  # a randomly initialised trunk is then the same on every run
-    trunk, channels, stride = build_trunk(backbone, weights, stage)
+    record = weights_record(backbone, weights, allow_random=weights is None, seed=seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)  # a randomly initialised trunk is then the same on every run
+        trunk, channels, stride = build_trunk(backbone, weights, stage)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    trunk.to(device)
-    ids = sorted(images)
-    loader = DataLoader(
-        _Images([images[i] for i in ids], image_size),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        pin_memory=device == "cuda",
-    )
-    features, sizes = [], []
-    with tqdm(total=len(ids), desc=f"features -> {out}", unit="img") as bar:
-        for batch, batch_sizes in loader:
-            start = len(features)
-            batch_boxes = [
-                torch.as_tensor(boxes[i], dtype=torch.float32, device=device)
-                for i in ids[start : start + len(batch)]
-            ]
-            size_list = [tuple(s.tolist()) for s in batch_sizes]
-            feats = roi_features(
-                trunk,
-                batch.to(device, non_blocking=True),
-                batch_boxes,
-                stride,
-                output_size,
-                size_list,
-            )
-            features += [f.cpu().numpy() for f in feats]
-            sizes += size_list
-            bar.update(len(batch))
+    boxes = check_boxes(boxes, sorted(images), out)
+    extractor = BoxExtractor(trunk.to(device), channels, stride, boxes, output_size, spatial=True)
     attrs = {
         "extractor": "boxes",
         "backbone": backbone,
-        "weights": weights or f"random (seed {seed})",
+        **record,
         "stage": stage,
         "roi_output_size": output_size,
         "image_size": image_size,
-        "spatial_features": "x1/w y1/h x2/w y2/h appended",
+        "spatial_features": True,
     }
-    write_store(
-        out,
-        ids,
-        sizes,
-        [np.asarray(boxes[i], np.float32) for i in ids],
-        features,
-        attrs=attrs,
-        dtype=dtype,
-    )
-    log.info("wrote %d images x %d-d features to %s", len(ids), features[0].shape[1], out)
+    extract_to_store(images, extractor, extractor.feature_dim, out, attrs, image_size, batch_size,
+                     num_workers, device=device, dtype=dtype, resume=False)
+    log.info("wrote %d images x %d-d features to %s", len(images), extractor.feature_dim, out)

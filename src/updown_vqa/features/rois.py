@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 
 import torch
@@ -11,6 +12,8 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from updown_vqa.errors import UpdownError
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -25,6 +28,45 @@ def file_sha256(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def weights_record(model: str, weights: str | None, allow_random: bool = False, seed: int = 0) -> dict:
+    """Where `model`'s weights come from, checked now and recorded in stores so features can be remade.
+
+    `weights`: a state-dict path, a torchvision weight name of `model` (e.g. DEFAULT, IMAGENET1K_V1)
+    whose file is in the local torch cache, or None / "random" (only with `allow_random`).
+    """
+    if weights in (None, "random") or str(weights).startswith("random ("):
+        return _random_weights(model, "no weights given", allow_random, seed)
+    if os.path.isfile(weights):
+        return {"weights": os.path.abspath(weights), "weights_sha256": file_sha256(weights)}
+    try:
+        enum = torchvision.models.get_model_weights(model).verify(weights)
+    except (KeyError, ValueError):
+        raise UpdownError(
+            f"weights={weights!r}: neither a file nor a torchvision weight name of {model}; "
+            "pass a state-dict path or a name such as DEFAULT"
+        ) from None
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(enum.url))
+    if not os.path.isfile(cached):
+        reason = f"weights={weights} ({enum}) is not in the local torch cache ({cached})"
+        return _random_weights(model, reason, allow_random, seed, enum.url, cached)
+    return {"weights": str(enum), "weights_sha256": file_sha256(cached)}
+
+
+def _random_weights(model: str, reason: str, allow_random: bool, seed: int, url: str = "",
+                    cached: str = "") -> dict:
+    """The record of a seeded random initialisation, or an error saying how to provide weights."""
+    download = f"download {url} to {cached}, or " if url else ""
+    if not allow_random:
+        raise UpdownError(
+            f"{model}: {reason}; {download}pass weights=PATH (a state dict) or weights=NAME (a "
+            f"torchvision weight name such as DEFAULT whose file is in {torch.hub.get_dir()}"
+            "/checkpoints), or allow_random_weights=true for random features (smoke tests only)"
+        )
+    log.warning("%s: %s; using random weights (seed %d): features will be meaningless", model,
+                reason, seed)
+    return {"weights": "random", "seed": seed}
 
 
 def build_trunk(backbone: str = "resnet152", weights: str | None = None, stage: str = "layer4"):
@@ -94,9 +136,22 @@ def roi_features(
     """
     if images.dtype == torch.uint8 or images.max() > 10:
         images = normalize_images(images)
-    _, _, height, width = images.shape
-    sizes = image_sizes or [(width, height)] * len(boxes)
     fmap = trunk(images)  # [B, C, H/stride, W/stride]
+    return pool_boxes(fmap, boxes, stride, images.shape[-2:], output_size, image_sizes, spatial)
+
+
+def pool_boxes(
+    fmap: torch.Tensor,
+    boxes: list[torch.Tensor],
+    stride: int,
+    input_size: tuple[int, int],
+    output_size: int = 1,
+    image_sizes: list[tuple[int, int]] | None = None,
+    spatial: bool = True,
+) -> list[torch.Tensor]:
+    """`roi_features` on a feature map [B, C, H/stride, W/stride] already computed from input H x W."""
+    height, width = input_size
+    sizes = image_sizes or [(width, height)] * len(boxes)
     scaled = []
     for b, (w, h) in zip(boxes, sizes):
         scale = b.new_tensor([width / w, height / h, width / w, height / h])
