@@ -11,21 +11,25 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from updown_vqa.errors import UpdownError
+from updown_vqa.features.regions import RegionTable
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.preprocess import as_list, load_cache, preprocess
 
 
 class StoreSet:
-    """One or several feature stores looked up by image id (train+val training uses two)."""
+    """One or several feature stores looked up by image id (train+val training uses two).
 
-    def __init__(self, paths: list[str]):
+    Their regions are read through `table`, which a data module shares between its splits.
+    """
+
+    def __init__(self, paths: list[str], table: RegionTable | None = None):
         if not paths:
             raise UpdownError("no features file configured for this split (set data.<split>.features)")
-        self.stores = [FeatureStore(p) for p in paths]
-        dims = {s.feature_dim for s in self.stores}
-        if len(dims) > 1:
-            raise UpdownError(f"feature stores {paths} have different feature sizes {sorted(dims)}")
-        self.feature_dim = dims.pop()
+        paths = [str(p) for p in paths]
+        self.table = table or RegionTable([FeatureStore(p) for p in dict.fromkeys(paths)])
+        self.positions = np.array([self.table.position(p) for p in paths], np.int64)
+        self.stores = [self.table.stores[k] for k in self.positions]
+        self.feature_dim = self.table.feature_dim
         self.max_boxes = max(s.max_boxes for s in self.stores)
         self.attrs = self.stores[0].attrs
 
@@ -42,14 +46,15 @@ class StoreSet:
             self.stores[0].rows(image_ids[which < 0][:1], source)  # raises, naming the id and file
         return which, rows
 
+    def regions(self, which: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Table start and region count (at most `max_boxes`) of each (store index, row)."""
+        return self.table.regions(self.positions[which], rows, self.max_boxes)
+
     def read(self, which: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
-        if len(self.stores) == 1:
-            return self.stores[0].read(rows, self.max_boxes)
-        parts = [(np.flatnonzero(which == k), s) for k, s in enumerate(self.stores)]
-        reads = [(idx, s.read(rows[idx], self.max_boxes)) for idx, s in parts if len(idx)]
-        out = {key: np.concatenate([r[key] for _, r in reads]) for key in reads[0][1]}
-        order = np.argsort(np.concatenate([idx for idx, _ in reads]), kind="stable")
-        return {key: value[order] for key, value in out.items()}
+        """Features [B, K, D], boxes [B, K, 4] and num_boxes [B] of the given rows, in one sorted read."""
+        starts, counts = self.regions(which, rows)
+        features, boxes = self.table.read(starts, counts, self.max_boxes)
+        return {"features": features.numpy(), "boxes": boxes.numpy(), "num_boxes": counts}
 
 
 class VQADataset(Dataset):
@@ -67,6 +72,7 @@ class VQADataset(Dataset):
         self.num_answers = num_answers
         self.stores = stores
         self.which, self.rows = stores.locate(self.image_ids, source or split)
+        self.region_starts, self.region_counts = stores.regions(self.which, self.rows)
         self.annotated = f"{split}/target_rows" in arrays
         if self.annotated:
             self.targets = _csr(arrays, split, "target", len(self.tokens))
@@ -78,18 +84,18 @@ class VQADataset(Dataset):
 
     def __getitem__(self, indices) -> dict[str, torch.Tensor]:
         index = np.asarray(indices, dtype=np.int64)
-        regions = self.stores.read(self.which[index], self.rows[index])
-        num_boxes = torch.from_numpy(regions["num_boxes"].astype(np.int64))
-        k = regions["features"].shape[1]
-        lengths = self.lengths[index]
+        starts, counts = self.region_starts[index], self.region_counts[index]
+        k, lengths = self.stores.max_boxes, self.lengths[index]
         batch = {
             "index": torch.from_numpy(index),
             "tokens": self.tokens[index, : int(lengths.max())],  # [B, T]: padding beyond the longest cut
             "lengths": lengths,  # [B]
-            "features": torch.from_numpy(regions["features"]),  # [B, K, D], store dtype
-            "boxes": torch.from_numpy(regions["boxes"]),  # [B, K, 4]
-            "mask": torch.arange(k)[None, :] < num_boxes[:, None],  # [B, K]
+            "mask": torch.arange(k)[None, :] < torch.from_numpy(counts)[:, None],  # [B, K]
         }
+        if self.stores.table.cache == "device":  # gathered on the accelerator, after the transfer
+            batch["region_starts"], batch["region_counts"] = torch.from_numpy(starts), torch.from_numpy(counts)
+        else:  # features [B, K, D] in the store's dtype, boxes [B, K, 4]
+            batch["features"], batch["boxes"] = self.stores.table.read(starts, counts, k)
         if self.annotated:
             batch["targets"] = _dense(self.targets, index, self.num_answers)  # [B, A]
             batch["accuracy"] = _dense(self.accuracy, index, self.num_answers)  # [B, A]
@@ -166,13 +172,15 @@ class VQADataModule(pl.LightningDataModule):
 
     Each split is {questions, annotations, features}, each a path or a list of paths. `builder`, when
     given, is called by `prepare_data` to create missing files (the built-in `shapes` dataset).
+    `feature_cache` (none | ram | device) says where region features are read from during training.
     """
 
     def __init__(self, train: dict, val: dict, cache_dir: str, test: dict | None = None,
                  builder: Callable[[], None] | None = None, max_question_length: int = 14,
                  min_answer_count: int = 9, answer_splits=("train",), vocab_splits=("train",),
                  batch_size: int = 512, num_workers: int = 0, pin_memory: bool = False,
-                 persistent_workers: bool = True, prefetch_factor: int = 2, seed: int = 0):
+                 persistent_workers: bool = True, prefetch_factor: int = 2, seed: int = 0,
+                 feature_cache: str = "none"):
         super().__init__()
         self.splits = {k: dict(v) for k, v in {"train": train, "val": val, "test": test}.items() if v}
         self.cache_dir, self.builder = cache_dir, builder
@@ -181,6 +189,8 @@ class VQADataModule(pl.LightningDataModule):
                                 "answer_splits": list(answer_splits), "vocab_splits": list(vocab_splits)}
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.persistent_workers, self.prefetch_factor, self.seed = persistent_workers, prefetch_factor, seed
+        self.feature_cache = feature_cache  # none | ram | device: see updown_vqa.features.regions
+        self.table: RegionTable | None = None
         self.datasets: dict[str, VQADataset] = {}
         self.samplers: dict[str, BatchSampler] = {}
 
@@ -196,13 +206,26 @@ class VQADataModule(pl.LightningDataModule):
         if self.datasets:
             return
         self.meta, arrays = load_cache(self._preprocess())
+        paths = dict.fromkeys(p for files in self.splits.values() for p in as_list(files.get("features")))
+        if paths:  # one table for all splits: a store used by two splits is cached once
+            self.table = RegionTable([FeatureStore(p) for p in paths], self.feature_cache)
         for split, files in self.splits.items():
-            stores = StoreSet(as_list(files.get("features")))
+            stores = StoreSet(as_list(files.get("features")), self.table)
             self.datasets[split] = VQADataset(arrays, split, stores, len(self.answers),
                                               source=", ".join(as_list(files.get("questions"))))
         dims = {d.stores.feature_dim for d in self.datasets.values()}
         if len(dims) > 1:
             raise UpdownError(f"splits have different feature sizes {sorted(dims)}; use one extractor")
+        if self.feature_cache == "device":
+            self.table.to(self.trainer.strategy.root_device if self.trainer else "cpu")
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """In `device` mode, gather the batch's region features from the table where the batch is."""
+        if "region_starts" in batch:
+            table = self.table.to(batch["tokens"].device)
+            batch["features"], batch["boxes"] = table.gather(  # [B, K, D], [B, K, 4]
+                batch.pop("region_starts"), batch.pop("region_counts"), batch["mask"].shape[1])
+        return batch
 
     @property
     def vocab(self) -> list[str]:
@@ -226,9 +249,10 @@ class VQADataModule(pl.LightningDataModule):
                                seed=self.seed, num_replicas=trainer.world_size if trainer else 1,
                                rank=trainer.global_rank if trainer else 0)
         self.samplers[split] = sampler
-        workers = self.num_workers > 0
+        num_workers = 0 if self.feature_cache == "device" else self.num_workers  # batches are index lists
+        workers = num_workers > 0
         return DataLoader(self.datasets[split], sampler=sampler, batch_size=None,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          num_workers=num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.persistent_workers and workers,
                           prefetch_factor=self.prefetch_factor if workers else None)
 

@@ -35,13 +35,17 @@ class UpDownVQA(pl.LightningModule):
                  weight_norm: bool = False, dropout: float = 0.5, use_image: bool = True,
                  lr: float = 2e-3, warmup_epochs: float = 3.0, warmup_start: float = 0.25,
                  decay_start: int = 10, decay_every: int = 2, decay_rate: float = 0.25,
-                 max_question_length: int = 14, feature_attrs: dict | None = None):
+                 max_question_length: int = 14, feature_attrs: dict | None = None, compile: bool = False):
         super().__init__()
         self.save_hyperparameters()
         self.model = UpDown(len(vocab), len(answers), feature_dim, embed_dim, hidden_dim, nonlinearity,
                             weight_norm, dropout, use_image)
         self.model.apply(init_weights)
         self.val_acc = VQAAccuracy()
+
+    def on_fit_start(self) -> None:
+        if self.hparams.get("compile"):  # in place: the state dict keeps its keys, checkpoints stay portable
+            self.model.compile()
 
     def forward(self, batch: dict, return_attention: bool = False):
         return self.model(batch["tokens"], batch["lengths"], batch.get("features"), batch.get("mask"),

@@ -1,0 +1,84 @@
+"""One job of the loader sweep: `python -m updown_vqa.bench_sweep -m [key=value ...]` (`make sweep-loader`).
+
+Each job measures steady-state samples/s of the configured training loader alone and of full
+Lightning training steps, and writes `result.json` in its job folder. Config: conf/sweep_loader.yaml
+(the grid is `hydra.sweeper.params`); when the multirun ends, `updown_vqa.report` tabulates it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from updown_vqa import bench
+from updown_vqa.errors import UpdownError
+from updown_vqa.paths import config_dir
+from updown_vqa.synthetic import synthetic_data
+from updown_vqa.train import build_model
+
+log = logging.getLogger(__name__)
+
+
+def data_config(cfg: DictConfig) -> dict:
+    """The data group, pointed at a random store and questions when `synthetic` is set."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    if cfg.get("synthetic"):
+        for key in ("train", "val", "test", "builder"):
+            data.pop(key, None)
+        root = os.path.join(cfg.paths.data_dir, "synthetic")
+        data |= synthetic_data(root, **OmegaConf.to_container(cfg.synthetic), seed=cfg.seed)
+    return data
+
+
+def measure(cfg: DictConfig) -> dict:
+    """Loader-alone and training-step throughput of this job's settings."""
+    dm = instantiate(data_config(cfg))
+    dm.prepare_data()
+    dm.setup("fit")
+    use_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
+    device = torch.device("cuda" if use_gpu else "cpu")
+    loader = bench.loader_throughput(dm, cfg.batches, cfg.warmup_batches, device)
+    torch.manual_seed(cfg.seed)
+    train = bench.lightning_throughput(build_model(cfg, dm), dm, cfg.train_batches, cfg.warmup_batches,
+                                       cfg.trainer.precision, "gpu" if use_gpu else "cpu")
+    return {"loader": loader, "train": train}
+
+
+def job_settings(cfg: DictConfig) -> dict:
+    """What the report groups by, and the machine it ran on."""
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor()})"
+    return {"batch_size": cfg.data.batch_size, "num_workers": cfg.data.num_workers,
+            "pin_memory": cfg.data.pin_memory, "feature_cache": cfg.data.get("feature_cache", "none"),
+            "precision": cfg.trainer.precision, "device": device, "cpus": os.cpu_count()}
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="sweep_loader")
+def main(cfg: DictConfig) -> float | None:
+    result = job_settings(cfg)
+    try:
+        result |= measure(cfg)
+    except (UpdownError, RuntimeError, OSError) as e:  # one failed setting (say, out of memory) is a result
+        log.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        result["error"] = str(e)
+    path = os.path.join(cfg.paths.output_dir, "result.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    log.info("wrote %s", path)
+    if "error" in result and HydraConfig.get().mode != RunMode.MULTIRUN:  # a sweep goes on
+        sys.exit(1)
+    return result.get("train", {}).get("samples_per_s")
+
+
+if __name__ == "__main__":
+    main()
