@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test test-fast lint tensorboard clean
+.PHONY: train train-caption test test-fast lint tensorboard clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): setup.cfg pyproject.toml
 
 train: $(STAMP)
 	$(PY) -m updown_vqa.train $(ARGS)
+
+train-caption: $(STAMP)
+	$(PY) -m updown_vqa.train task=caption $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)

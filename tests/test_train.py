@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from updown_vqa.paths import config_dir
 
-GROUPS = ["data", "model", "trainer", "callbacks", "logger", "experiment"]
+GROUPS = ["data", "model", "trainer", "callbacks", "logger", "experiment", "task"]
 
 
 def group_options():
@@ -21,16 +21,22 @@ def group_options():
 
 @pytest.mark.parametrize("group,option", list(group_options()))
 def test_every_config_group_option_composes_and_instantiates(group, option, tmp_path, data_dir):
-    cfg = compose_config(tiny_overrides(data_dir, str(tmp_path)) + [f"{group}={option}"], str(tmp_path))
+    task = ["task=caption"] if "caption" in option else []  # caption options compose under their task
+    cfg = compose_config(tiny_overrides(data_dir, str(tmp_path)) + task + [f"{group}={option}"], str(tmp_path))
     OmegaConf.resolve(cfg)
     if group in ("callbacks", "logger"):
         assert all(instantiate(c) is not None for c in cfg[group].values())
+    elif group == "model" and task:
+        model_cfg = OmegaConf.to_container(cfg.model)
+        model_cfg.pop("feature_dim", None)
+        model = instantiate(model_cfg, vocab=["<pad>", "<unk>", "<bos>", "<eos>", "a"], feature_dim=8)
+        assert model.hparams.vocab[-1] == "a"
     elif group == "model":
         model_cfg = OmegaConf.to_container(cfg.model)
         model_cfg.pop("feature_dim", None)
         model = instantiate(model_cfg, vocab=["<pad>", "<unk>", "what"], answers=["yes", "no"], feature_dim=8)
         assert model.hparams.answers == ["yes", "no"]
-    elif group != "experiment":
+    elif group not in ("experiment", "task"):
         assert instantiate(cfg[group]) is not None
 
 

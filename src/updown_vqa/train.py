@@ -26,9 +26,13 @@ def build_model(cfg: DictConfig, datamodule) -> pl.LightningModule:
     if feature_dim is not None and feature_dim != datamodule.feature_dim:
         raise UpdownError(f"{features}: features are {datamodule.feature_dim}-d but model.feature_dim="
                           f"{feature_dim}; drop model.feature_dim or use matching features")
-    return instantiate(model_cfg, vocab=datamodule.vocab, answers=datamodule.answers,
-                       feature_dim=datamodule.feature_dim, feature_attrs=datamodule.feature_attrs,
-                       max_question_length=cfg.data.get("max_question_length", 14))
+    if hasattr(datamodule, "model_kwargs"):  # task=caption: vocabulary and caption length
+        data_kwargs = datamodule.model_kwargs()
+    else:
+        data_kwargs = {"vocab": datamodule.vocab, "answers": datamodule.answers,
+                       "max_question_length": cfg.data.get("max_question_length", 14)}
+    return instantiate(model_cfg, feature_dim=datamodule.feature_dim,
+                       feature_attrs=datamodule.feature_attrs, **data_kwargs)
 
 
 def check_checkpoint(path: str, model: pl.LightningModule) -> None:

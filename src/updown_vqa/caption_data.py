@@ -1,0 +1,298 @@
+"""Captions and region features in, batches out: COCO/Karpathy caption files, a token cache, a DataModule.
+
+Training batches hold one (image, caption) pair per row, teacher-forced; evaluation batches hold one row
+per image with all its reference captions, so each image is decoded once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from updown_vqa.data import BatchSampler, StoreSet
+from updown_vqa.errors import UpdownError
+from updown_vqa.preprocess import as_list, fingerprint
+from updown_vqa.text import Vocabulary, tokenize
+
+log = logging.getLogger(__name__)
+BOS, EOS = "<bos>", "<eos>"  # indices 2 and 3, after <pad> and <unk>: the captioner's defaults
+CACHE_VERSION = 1
+KARPATHY_SPLITS = {"train": ["train", "restval"], "val": ["val"], "test": ["test"]}
+
+
+def _load_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UpdownError(f"{path}: file not found (check the data.*.captions paths)") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise UpdownError(f"{path}: cannot read it as JSON ({e})") from None
+
+
+def read_captions(path: str, karpathy_splits: Sequence[str]) -> tuple[list[int], list[int], list[str]]:
+    """(image ids, image id of each caption, caption texts) of a COCO captions file or Karpathy's
+    `dataset_coco.json` (only its images whose `split` is in `karpathy_splits`)."""
+    data = _load_json(path)
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list):
+        raise UpdownError(f"{path}: no 'images' list; expected COCO captions or Karpathy's dataset_coco.json")
+    if images and "sentences" in images[0]:  # Karpathy: {"cocoid", "split", "sentences": [{"raw", "tokens"}]}
+        kept = [im for im in images if im.get("split") in karpathy_splits]
+        ids = [int(im.get("cocoid", im.get("imgid"))) for im in kept]
+        pairs = [(i, s.get("raw") or " ".join(s["tokens"])) for i, im in zip(ids, kept) for s in im["sentences"]]
+    else:  # COCO: images [{"id"}], annotations [{"image_id", "caption"}] (absent for test image lists)
+        ids = [int(im["id"]) for im in images]
+        pairs = [(int(a["image_id"]), a["caption"]) for a in data.get("annotations", [])]
+    known = set(ids)
+    unknown = [i for i, _ in pairs if i not in known]
+    if unknown:
+        raise UpdownError(f"{path}: captions of image ids {sorted(set(unknown))[:5]} that are not in its "
+                          "'images' list; add the images or drop the captions")
+    return ids, [i for i, _ in pairs], [c for _, c in pairs]
+
+
+def encode_captions(vocab: Vocabulary, token_lists: Sequence[list[str]], max_length: int) -> np.ndarray:
+    """[N, max_length + 2] ids: BOS, at most `max_length` words, EOS, then padding (0)."""
+    words, lengths = vocab.encode(token_lists, max_length)
+    lengths[[len(t) == 0 for t in token_lists]] = 0
+    out = np.zeros((len(token_lists), max_length + 2), np.int64)
+    out[:, 0] = vocab.index[BOS]
+    out[:, 1:-1] = words
+    out[np.arange(len(out)), lengths + 1] = vocab.index[EOS]
+    return out
+
+
+def preprocess_captions(splits: dict[str, dict], cache_dir: str, max_caption_length: int = 16,
+                        min_word_count: int = 5, vocab_splits: Sequence[str] = ("train",)) -> str:
+    """Write the caption cache for `splits` ({name: {"captions": paths}}) unless it exists; return its stem.
+
+    Named by a fingerprint of the files and settings, like `preprocess.preprocess`, so a stale cache is
+    never reused. References are the full tokenised captions (never truncated), joined by spaces.
+    """
+    files = {name: as_list(s.get("captions")) for name, s in splits.items()}
+    chosen = {name: list(s.get("karpathy_splits") or KARPATHY_SPLITS.get(name, [name])) for name, s in splits.items()}
+    settings = {"kind": "captions", "version": CACHE_VERSION, "max_caption_length": max_caption_length,
+                "min_word_count": min_word_count, "vocab_splits": sorted(vocab_splits), "files": files,
+                "karpathy_splits": chosen}
+    if not files.get("train"):
+        raise UpdownError("data.train.captions is not set: training needs a captions file")
+    paths = [p for ps in files.values() for p in ps]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise UpdownError(f"{path}: file not found (check the data.*.captions paths)")
+    stem = os.path.join(cache_dir, "captions-" + fingerprint(paths, settings))
+    if os.path.isfile(stem + ".json") and os.path.isfile(stem + ".npz"):
+        return stem
+    read = {name: [read_captions(p, chosen[name]) for p in ps] for name, ps in files.items() if ps}
+    tokens = {name: tokenize(c for _, _, texts in parts for c in texts) for name, parts in read.items()}
+    counted = [t for name in vocab_splits if name in tokens for t in tokens[name]]
+    vocab = Vocabulary([BOS, EOS] + Vocabulary.build(counted, min_word_count).words[2:])
+    arrays, references = {}, {}
+    for name, parts in read.items():
+        image_ids = list(dict.fromkeys(i for ids, _, _ in parts for i in ids))
+        caption_ids = np.asarray([i for _, ids, _ in parts for i in ids], np.int64)
+        arrays |= {f"{name}/tokens": encode_captions(vocab, tokens[name], max_caption_length),
+                   f"{name}/caption_image_ids": caption_ids,
+                   f"{name}/image_ids": np.asarray(image_ids, np.int64)}
+        by_image = {i: [] for i in image_ids}
+        for i, words in zip(caption_ids.tolist(), tokens[name]):
+            by_image[i].append(" ".join(words))
+        references[name] = [by_image[i] for i in image_ids]
+        log.info("%s: %d captions of %d images", name, len(caption_ids), len(image_ids))
+    log.info("caption vocabulary: %d words (min count %d)", len(vocab), min_word_count)
+    os.makedirs(cache_dir, exist_ok=True)
+    np.savez(stem + ".tmp.npz", **arrays)
+    os.replace(stem + ".tmp.npz", stem + ".npz")
+    with open(stem + ".tmp.json", "w") as f:
+        json.dump({"settings": settings, "vocab": vocab.words, "references": references}, f)
+    os.replace(stem + ".tmp.json", stem + ".json")  # written last: its presence marks a complete cache
+    return stem
+
+
+def _regions(stores: StoreSet, which: np.ndarray, rows: np.ndarray) -> dict[str, torch.Tensor]:
+    """Features [B, K, D], boxes [B, K, 4] and mask [B, K] (True = real region) of the given store rows."""
+    regions = stores.read(which, rows)
+    num_boxes = torch.from_numpy(regions["num_boxes"].astype(np.int64))
+    k = regions["features"].shape[1]
+    return {"features": torch.from_numpy(regions["features"]), "boxes": torch.from_numpy(regions["boxes"]),
+            "mask": torch.arange(k)[None, :] < num_boxes[:, None]}
+
+
+class LengthGroupedSampler(BatchSampler):
+    """A BatchSampler whose batches hold captions of similar length, so less of each batch is padding.
+
+    The shuffled order is cut into chunks of `group` batches, each chunk sorted by length, and the full
+    batches shuffled again; all from (seed, epoch), so a resumed run still continues with the same batch.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, group: int = 50, **kwargs):
+        super().__init__(len(lengths), batch_size, **kwargs)
+        self.lengths, self.group = np.asarray(lengths), group
+
+    def _shard(self) -> np.ndarray:
+        order = super()._shard()
+        if not self.shuffle or self.group <= 1:
+            return order
+        chunk = self.batch_size * self.group
+        order = np.concatenate([piece[np.argsort(self.lengths[piece], kind="stable")]
+                                for piece in np.split(order, range(chunk, len(order), chunk))])
+        full = len(order) // self.batch_size
+        generator = torch.Generator().manual_seed(self.seed + self.epoch + 1_000_003)
+        batches = torch.randperm(full, generator=generator).numpy()
+        positions = (batches[:, None] * self.batch_size + np.arange(self.batch_size)).ravel()
+        return np.concatenate([order[positions], order[full * self.batch_size :]])  # partial batch last
+
+
+class CaptionPairs(Dataset):
+    """Indexed by a batch of caption indices: each row one (image, caption) pair, for teacher forcing."""
+
+    def __init__(self, tokens: np.ndarray, image_ids: np.ndarray, stores: StoreSet, source: str):
+        self.tokens = torch.from_numpy(tokens)
+        self.lengths = (self.tokens != 0).sum(1)  # BOS ... EOS
+        self.image_ids = image_ids
+        self.stores = stores
+        self.which, self.rows = stores.locate(image_ids, source)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, indices) -> dict:
+        index = np.asarray(indices, dtype=np.int64)
+        longest = int(self.lengths[index].max())
+        return {"index": torch.from_numpy(index), "image_ids": torch.from_numpy(self.image_ids[index]),
+                "tokens": self.tokens[index, :longest],  # [B, T]: BOS ... EOS, padding beyond the longest cut
+                **_regions(self.stores, self.which[index], self.rows[index])}
+
+
+class CaptionImages(Dataset):
+    """Indexed by a batch of image indices: each row one image with its reference captions, for decoding."""
+
+    def __init__(self, image_ids: np.ndarray, references: list[list[str]] | None, stores: StoreSet,
+                 source: str):
+        self.image_ids, self.references, self.stores = image_ids, references, stores
+        self.which, self.rows = stores.locate(image_ids, source)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, indices) -> dict:
+        index = np.asarray(indices, dtype=np.int64)
+        batch = {"index": torch.from_numpy(index), "image_ids": torch.from_numpy(self.image_ids[index]),
+                 **_regions(self.stores, self.which[index], self.rows[index])}
+        if self.references is not None:
+            batch["references"] = [self.references[i] for i in index]  # B lists of strings
+        return batch
+
+
+class CaptionDataModule(pl.LightningDataModule):
+    """Caption files and feature stores per split (`train`, `val`, `test`).
+
+    Each split is {captions, features} (paths or lists of paths); `captions` is a COCO captions file
+    (`captions_train2014.json`, or `image_info_test2014.json` for unannotated images) or Karpathy's
+    `dataset_coco.json`, whose images are chosen by the split's `karpathy_splits`
+    (default: train+restval, val, test). `builder`, when given, creates missing files in `prepare_data`.
+    """
+
+    def __init__(self, train: dict, val: dict, cache_dir: str, test: dict | None = None,
+                 builder: Callable[[], None] | None = None, max_caption_length: int = 16,
+                 min_word_count: int = 5, vocab_splits=("train",), batch_size: int = 100,
+                 eval_batch_size: int | None = None, length_group: int = 50, num_workers: int = 0,
+                 pin_memory: bool = False, persistent_workers: bool = True, prefetch_factor: int = 2,
+                 seed: int = 0):
+        super().__init__()
+        self.splits = {k: dict(v) for k, v in {"train": train, "val": val, "test": test}.items() if v}
+        self.cache_dir, self.builder = cache_dir, builder
+        self.preprocess_args = {"max_caption_length": max_caption_length, "min_word_count": min_word_count,
+                                "vocab_splits": list(vocab_splits)}
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.length_group = length_group  # batches per chunk sorted by length (1: plain shuffling)
+        self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
+        self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
+        self.datasets: dict[str, Dataset] = {}
+        self.samplers: dict[str, BatchSampler] = {}
+
+    def _preprocess(self) -> str:
+        return preprocess_captions(self.splits, self.cache_dir, **self.preprocess_args)
+
+    def prepare_data(self) -> None:
+        if self.builder is not None:
+            self.builder()
+        self._preprocess()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        stem = self._preprocess()
+        with open(stem + ".json") as f:
+            self.meta = json.load(f)
+        with np.load(stem + ".npz") as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        for split, files in self.splits.items():
+            stores = StoreSet(as_list(files.get("features")))
+            source = ", ".join(as_list(files.get("captions"))) or split
+            if split == "train":
+                self.datasets[split] = CaptionPairs(arrays["train/tokens"], arrays["train/caption_image_ids"],
+                                                    stores, source)
+            elif f"{split}/image_ids" in arrays:
+                references = self.meta["references"][split] if len(arrays[f"{split}/tokens"]) else None
+                self.datasets[split] = CaptionImages(arrays[f"{split}/image_ids"], references, stores, source)
+            else:  # no caption file: every image of the feature store, without references
+                ids = np.concatenate([s.image_ids for s in stores.stores])
+                self.datasets[split] = CaptionImages(ids, None, stores, source)
+        if len({d.stores.feature_dim for d in self.datasets.values()}) > 1:
+            raise UpdownError("caption splits have feature stores of different sizes; use one extractor")
+
+    @property
+    def vocab(self) -> list[str]:
+        return self.meta["vocab"]
+
+    @property
+    def feature_dim(self) -> int:
+        return next(iter(self.datasets.values())).stores.feature_dim
+
+    @property
+    def feature_attrs(self) -> dict:
+        return next(iter(self.datasets.values())).stores.attrs
+
+    def model_kwargs(self) -> dict:
+        """What the model needs from the data besides the feature size (see train.build_model)."""
+        return {"vocab": self.vocab, "max_caption_length": self.preprocess_args["max_caption_length"]}
+
+    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
+        if split not in self.datasets:
+            raise UpdownError(f"no '{split}' split configured: set data.{split}.features (and captions)")
+        trainer, dataset = self.trainer, self.datasets[split]
+        shards = {"num_replicas": trainer.world_size if trainer else 1,
+                  "rank": trainer.global_rank if trainer else 0}
+        if isinstance(dataset, CaptionPairs):
+            sampler = LengthGroupedSampler(dataset.lengths.numpy(), batch_size, self.length_group,
+                                           shuffle=shuffle, seed=self.seed, **shards)
+        else:
+            sampler = BatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=self.seed, **shards)
+        self.samplers[split] = sampler
+        workers = self.num_workers > 0
+        return DataLoader(dataset, sampler=sampler, batch_size=None,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.persistent_workers and workers,
+                          prefetch_factor=self.prefetch_factor if workers else None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
+
+    def predict_dataloader(self, split: str | None = None) -> DataLoader:
+        split = split or ("test" if "test" in self.datasets else "val")
+        return self._loader(split, shuffle=False, batch_size=self.eval_batch_size)

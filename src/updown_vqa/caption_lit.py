@@ -1,0 +1,144 @@
+"""The LightningModule that trains the Up-Down captioner with cross-entropy and reports CIDEr-D and BLEU.
+
+Also the pieces other entry points reuse: decoding a batch to strings, writing COCO-format results
+(`write_caption_results`) and the attention over regions for each generated word (`caption_attention`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from updown_vqa.caption_data import BOS, EOS
+from updown_vqa.caption_metrics import bleu, cider_d
+from updown_vqa.caption_model import UpDownCaptioner, caption_loss
+from updown_vqa.errors import UpdownError
+
+
+def tokens_to_words(tokens: torch.Tensor, vocab: list[str], eos_index: int = 3) -> list[list[str]]:
+    """Decoded ids [B, L] -> the words of each caption, up to (without) EOS, padding dropped."""
+    out = []
+    for row in tokens.tolist():
+        row = row[: row.index(eos_index)] if eos_index in row else row
+        out.append([vocab[i] for i in row if i != 0])
+    return out
+
+
+class UpDownCaptioning(pl.LightningModule):
+    """Wraps `UpDownCaptioner`. The vocabulary and decoding settings are hyperparameters, so a
+    checkpoint alone is enough to caption images: no training caches are needed.
+
+    Adam (Kingma and Ba 2015) with step decay: lr times `lr_decay_rate` every `lr_decay_every` epochs.
+    Validation decodes each image once, greedily (beam_size=1) or with beam search, and logs
+    val/bleu1..4 (0-1) and val/cider (CIDEr-D; 1.0 here is reported as 100 in papers).
+    """
+
+    def __init__(self, vocab: list[str], feature_dim: int = 2048, embed_dim: int = 1000,
+                 hidden_dim: int = 1000, attention_dim: int = 512, dropout: float = 0.5,
+                 use_image: bool = True, lr: float = 5e-4, lr_decay_every: int = 3,
+                 lr_decay_rate: float = 0.8, beam_size: int = 1, max_decode_length: int = 20,
+                 length_penalty: float = 0.0, max_caption_length: int = 16,
+                 feature_attrs: dict | None = None):
+        super().__init__()
+        # Plain Python, not the OmegaConf nodes Hydra passes, so that checkpoints load with weights_only.
+        vocab = [str(word) for word in vocab]
+        if isinstance(feature_attrs, DictConfig):
+            feature_attrs = OmegaConf.to_container(feature_attrs)
+        if vocab[2:4] != [BOS, EOS]:
+            raise UpdownError(f"vocab must hold {BOS} and {EOS} at indices 2 and 3, got {vocab[:4]}; "
+                              "build it with updown_vqa.caption_data.preprocess_captions")
+        self.save_hyperparameters()
+        self.model = UpDownCaptioner(len(vocab), feature_dim, embed_dim, hidden_dim, attention_dim,
+                                     dropout, use_image, pad_index=0, bos_index=2, eos_index=3)
+        self.candidates: dict[int, str] = {}
+        self.references: dict[int, list[str]] = {}
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Teacher-forced logits [B, T-1, V] predicting batch["tokens"][:, 1:]."""
+        return self.model(batch["features"].to(self.dtype), batch["mask"], batch["tokens"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = caption_loss(self(batch), batch["tokens"][:, 1:], self.model.pad_index)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["tokens"]))
+        return loss
+
+    def decode(self, batch: dict, beam_size: int | None = None,
+               max_length: int | None = None) -> list[str]:
+        """One caption per image of the batch (greedy for beam size 1, else beam search)."""
+        hp = self.hparams
+        beam_size, max_length = beam_size or hp.beam_size, max_length or hp.max_decode_length
+        features = batch["features"].to(self.dtype)
+        if beam_size == 1:
+            tokens, _ = self.model.greedy(features, batch["mask"], max_length)
+        else:
+            tokens = self.model.beam_search(features, batch["mask"], beam_size, max_length,
+                                            hp.length_penalty)
+        return [" ".join(words) for words in tokens_to_words(tokens, hp.vocab, self.model.eos_index)]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        if "references" not in batch:
+            raise UpdownError("the validation split has no captions: set data.val.captions")
+        for image_id, caption, refs in zip(batch["image_ids"].tolist(), self.decode(batch),
+                                           batch["references"]):
+            self.candidates[image_id], self.references[image_id] = caption, refs
+
+    def on_validation_epoch_end(self) -> None:
+        # Single-process: the strings are not gathered across devices.
+        if not self.candidates:
+            return
+        cider, _ = cider_d(self.candidates, self.references)
+        for n, score in enumerate(bleu(self.candidates, self.references), start=1):
+            self.log(f"val/bleu{n}", score)
+        self.log("val/cider", cider, prog_bar=True)
+        self.candidates, self.references = {}, {}
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[dict]:
+        return [{"image_id": image_id, "caption": caption}
+                for image_id, caption in zip(batch["image_ids"].tolist(), self.decode(batch))]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, hp.lr_decay_every, hp.lr_decay_rate)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+@torch.no_grad()
+def write_caption_results(model: UpDownCaptioning, loader, path: str | None = None,
+                          beam_size: int | None = None, max_length: int | None = None) -> list[dict]:
+    """Caption every image `loader` yields -> COCO results [{"image_id", "caption"}], written to `path`."""
+    model.eval()
+    results = []
+    for batch in loader:
+        batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        captions = model.decode(batch, beam_size, max_length)
+        results += [{"image_id": i, "caption": c} for i, c in zip(batch["image_ids"].tolist(), captions)]
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(results, f)
+        os.replace(path + ".tmp", path)
+    return results
+
+
+@torch.no_grad()
+def caption_attention(model: UpDownCaptioning | UpDownCaptioner, batch: dict, index: int = 0,
+                      vocab: list[str] | None = None, max_length: int = 20) -> tuple[list[str], torch.Tensor]:
+    """Greedy caption of image `index` of the batch -> (its words, attention [L, K] over regions per word)."""
+    if isinstance(model, UpDownCaptioning):
+        vocab, max_length = vocab or model.hparams.vocab, model.hparams.max_decode_length
+        model = model.model
+    if vocab is None:
+        raise ValueError("caption_attention needs the vocab when given a bare UpDownCaptioner")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    features = batch["features"][index : index + 1].to(device, next(model.parameters()).dtype)
+    tokens, attention = model.greedy(features, batch["mask"][index : index + 1].to(device), max_length)
+    model.train(was_training)
+    words = tokens_to_words(tokens, vocab, model.eos_index)[0]
+    return words, attention[0, : len(words)].cpu()  # [L, K]
