@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from updown_vqa.metrics import VQAAccuracy
 from updown_vqa.model import UpDown, init_weights
+from updown_vqa.text import load_glove
 
 
 def lr_factor(epoch: float, warmup_epochs: float, warmup_start: float, decay_start: int,
@@ -35,12 +36,17 @@ class UpDownVQA(pl.LightningModule):
                  weight_norm: bool = False, dropout: float = 0.5, use_image: bool = True,
                  lr: float = 2e-3, warmup_epochs: float = 3.0, warmup_start: float = 0.25,
                  decay_start: int = 10, decay_every: int = 2, decay_rate: float = 0.25,
-                 max_question_length: int = 14, feature_attrs: dict | None = None, compile: bool = False):
+                 max_question_length: int = 14, feature_attrs: dict | None = None, compile: bool = False,
+                 glove: str | None = None):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["glove"])  # a checkpoint holds the vectors, not the file's path
         self.model = UpDown(len(vocab), len(answers), feature_dim, embed_dim, hidden_dim, nonlinearity,
                             weight_norm, dropout, use_image)
         self.model.apply(init_weights)
+        if glove:  # GloVe rows for the words it has; the others keep their random init
+            rows, vectors = load_glove(glove, vocab, embed_dim)
+            with torch.no_grad():
+                self.model.question.embedding.weight[torch.from_numpy(rows)] = torch.from_numpy(vectors)
         self.val_acc = VQAAccuracy()
 
     def on_fit_start(self) -> None:
