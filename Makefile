@@ -24,6 +24,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
+# Loader/training throughput over batch size x workers x pin_memory; report in outputs/multirun/sweep_loader/<time>/
+.PHONY: sweep-loader
+sweep-loader: $(STAMP)
+	$(PY) -m updown_vqa.bench_sweep -m $(ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 

@@ -1,0 +1,54 @@
+"""`make sweep-loader` (bench_sweep multirun) and `python -m updown_vqa.report` end to end, tiny grid."""
+
+import csv
+import glob
+import json
+import os
+
+import pytest
+from conftest import run_module
+
+from updown_vqa import report
+
+TINY = ["synthetic.images=40", "synthetic.boxes=4", "synthetic.dim=8", "synthetic.answers=20",
+        "model.hidden_dim=16", "model.embed_dim=8", "warmup_batches=1", "batches=2", "train_batches=2"]
+
+
+def row(batch, workers, pinned, loader, train):
+    return {"batch_size": batch, "num_workers": workers, "pin_memory": pinned, "device": "cpu",
+            "loader_samples_per_s": loader, "loader_mb_per_s": loader / 10, "train_samples_per_s": train,
+            "error": ""}
+
+
+def test_speedup_of_one_worker_over_none_per_batch_size_and_pinning():
+    rows = [row(64, 0, False, 100.0, 50.0), row(64, 1, False, 300.0, 60.0), row(64, 2, False, 310.0, 61.0),
+            row(128, 0, False, 200.0, 80.0), row(128, 1, False, 100.0, 80.0), row(128, 0, True, 10.0, 8.0)]
+    assert report.speedups(rows) == ["batch 64, pin_memory=False: 1 worker vs 0: loader 3.00x, train 1.20x",
+                                     "batch 128, pin_memory=False: 1 worker vs 0: loader 0.50x, train 1.00x"]
+
+
+def test_report_of_a_folder_without_results_is_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        report.main([str(tmp_path)])
+    assert exit_info.value.code == 1
+    assert "no result.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tiny_sweep_writes_one_result_per_job_and_a_report(tmp_path):
+    result = run_module("updown_vqa.bench_sweep", "-m", f"paths.log_dir={tmp_path}", f"paths.data_dir={tmp_path}/data",
+                        *TINY, "data.batch_size=8,16", "data.num_workers=0,1", "data.pin_memory=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = glob.glob(str(tmp_path / "multirun" / "sweep_loader" / "*"))
+    jobs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(sweep, "*", "result.json")))]
+    assert sorted((j["batch_size"], j["num_workers"]) for j in jobs) == [(8, 0), (8, 1), (16, 0), (16, 1)]
+    assert all(j["loader"]["samples_per_s"] > 0 and j["train"]["samples_per_s"] > 0 for j in jobs)
+    assert "batch 8, pin_memory=False: 1 worker vs 0: loader" in result.stdout
+    with open(os.path.join(sweep, "throughput.csv")) as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert os.path.getsize(os.path.join(sweep, "throughput.png")) > 1000
+
+    again = run_module("updown_vqa.report", sweep, "--out", str(tmp_path / "report"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "| 16 | 1 | False |" in again.stdout
+    assert sorted(os.listdir(tmp_path / "report")) == ["throughput.csv", "throughput.md", "throughput.png"]
