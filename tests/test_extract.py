@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from torch import nn
 
+from updown_vqa.answer import image_features
 from updown_vqa.errors import UpdownError
 from updown_vqa.extract import build_extractor, extract
 from updown_vqa.features.boxes import extract_box_features
@@ -180,10 +181,9 @@ def test_boxes_mode_and_the_shapes_builder_share_one_path(tmp_path, resnet18_fil
 
 
 def test_region_mode_selects_boxes_and_pools_c5_of_the_detector(tmp_path):
-    torch.manual_seed(0)
+    detector = build_detector("resnet18", num_classes=4, image_size=SIZE, seed=1)
     detector_file = str(tmp_path / "detector.pt")
-    torch.save(build_detector("resnet18", num_classes=4, image_size=SIZE).state_dict(),
-               detector_file)
+    torch.save(detector.state_dict(), detector_file)
     paths = write_images(tmp_path / "images", sizes=((80, 60), (64, 64)))
     out = str(tmp_path / "regions.h5")
     extract(extract_config(f"images={tmp_path / 'images'}", f"out={out}", "mode=regions",
@@ -195,12 +195,26 @@ def test_region_mode_selects_boxes_and_pools_c5_of_the_detector(tmp_path):
     assert store.num_boxes.tolist() == [5, 5] and store.feature_dim == 512
     assert (batch["boxes"][0, :, [0, 2]] <= 80).all() and (batch["boxes"][0, :, [1, 3]] <= 60).all()
     # the documented choice: RoIAlign 1x1 on the layer4 output of the detector's own ResNet body
-    detector = build_detector("resnet18", detector_file, num_classes=4, image_size=SIZE)
     trunk = nn.Sequential(*detector.backbone.body.values())
     expected = roi_features(trunk, by_hand(paths.values()), [torch.from_numpy(b) for b in batch["boxes"]],
                             stride=32, output_size=1, image_sizes=[(80, 60), (64, 64)], spatial=False)
     np.testing.assert_allclose(batch["features"], torch.stack(expected).numpy(), rtol=1e-4, atol=1e-5)
     assert store.attrs["extractor"] == "regions" and store.attrs["nms_iou"] == 0.3
+    boxes, features = image_features(store.attrs, paths[1])  # as `answer` remakes them
+    np.testing.assert_allclose(boxes.numpy(), batch["boxes"][0], rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(features.numpy(), batch["features"][0], rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_autocast_stays_close_to_float32(tmp_path):
+    paths = write_images(tmp_path / "images", sizes=((40, 40), (30, 50)))
+    recipe = {"extractor": "grid", "backbone": "resnet18", "weights": "random", "seed": 0,
+              "image_size": SIZE, "spatial_features": False, "stage": "layer3"}
+    grid = build_extractor(recipe)
+    for name, autocast in (("f32.h5", False), ("bf16.h5", True)):
+        extract_to_store(paths, grid, 256, str(tmp_path / name), recipe, SIZE, autocast=autocast)
+    full, half = (FeatureStore(tmp_path / n).read(np.arange(2))["features"] for n in ("f32.h5", "bf16.h5"))
+    assert not np.array_equal(full, half)
+    np.testing.assert_allclose(half, full, rtol=0.1, atol=0.1 * np.abs(full).mean())
 
 
 @pytest.mark.slow
