@@ -43,11 +43,16 @@ _HPARAM_GLOBALS = [ListConfig, DictConfig, ContainerMetadata, Metadata, AnyNode,
                    dict, int, collections.defaultdict]
 
 
-@lru_cache(maxsize=2)
 def load_model(ckpt: str) -> UpDownVQA:
     """The checkpoint's model in eval mode on the CPU (loaded without unpickling arbitrary objects)."""
     if not os.path.isfile(ckpt):
         raise UpdownError(f"ckpt={ckpt}: checkpoint not found")
+    return _load_model(ckpt, os.stat(ckpt).st_mtime_ns)
+
+
+@lru_cache(maxsize=2)
+def _load_model(ckpt: str, mtime_ns: int) -> UpDownVQA:
+    """Cached per file version: a notebook asking many questions loads the checkpoint once."""
     try:
         with torch.serialization.safe_globals(_HPARAM_GLOBALS):
             model = UpDownVQA.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
@@ -114,8 +119,8 @@ def _boxes_or_grid(boxes, recipe: dict, stride: int, size: tuple[int, int]) -> n
         if boxes.ndim != 2 or boxes.shape[1] != 4:
             raise UpdownError(f"boxes={boxes.tolist()}: give a list of [x1, y1, x2, y2] in pixels")
         return boxes
-    cells = math.ceil(int(recipe["image_size"]) / stride)
     side = int(recipe["image_size"])
+    cells = math.ceil(side / stride)  # a ResNet stage's output side, every stride-2 step rounding up
     return grid_boxes((cells, cells), stride, (side, side), size).numpy()
 
 
