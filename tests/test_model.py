@@ -22,9 +22,10 @@ def inputs(seed=0):
 @pytest.mark.parametrize("nonlinearity", ["gated_tanh", "relu"])
 @pytest.mark.parametrize("use_image", [True, False])
 @pytest.mark.parametrize("weight_norm", [False, True])
-def test_every_parameter_gets_a_gradient(nonlinearity, use_image, weight_norm):
+@pytest.mark.parametrize("attention", ["concat", "product"])
+def test_every_parameter_gets_a_gradient(nonlinearity, use_image, weight_norm, attention):
     model = UpDown(V, A, feature_dim=D, embed_dim=8, hidden_dim=16, nonlinearity=nonlinearity,
-                   weight_norm=weight_norm, use_image=use_image)
+                   weight_norm=weight_norm, use_image=use_image, attention=attention)
     model.apply(init_weights)
     tokens, lengths, features, mask = inputs()
     logits = model(tokens, lengths, features, mask)

@@ -34,14 +34,15 @@ class UpDownVQA(pl.LightningModule):
     def __init__(self, vocab: list[str], answers: list[str], feature_dim: int = 2048,
                  embed_dim: int = 300, hidden_dim: int = 1024, nonlinearity: str = "gated_tanh",
                  weight_norm: bool = False, dropout: float = 0.5, use_image: bool = True,
-                 lr: float = 2e-3, warmup_epochs: float = 3.0, warmup_start: float = 0.25,
+                 attention: str = "concat", lr: float = 2e-3, warmup_epochs: float = 3.0,
+                 warmup_start: float = 0.25,
                  decay_start: int = 10, decay_every: int = 2, decay_rate: float = 0.25,
                  max_question_length: int = 14, feature_attrs: dict | None = None, compile: bool = False,
                  glove: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["glove"])  # a checkpoint holds the vectors, not the file's path
         self.model = UpDown(len(vocab), len(answers), feature_dim, embed_dim, hidden_dim, nonlinearity,
-                            weight_norm, dropout, use_image)
+                            weight_norm, dropout, use_image, attention)
         self.model.apply(init_weights)
         if glove:  # GloVe rows for the words it has; the others keep their random init
             rows, vectors = load_glove(glove, vocab, embed_dim)

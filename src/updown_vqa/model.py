@@ -12,6 +12,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
 NONLINEARITIES = ("gated_tanh", "relu")
+ATTENTION_FORMS = ("concat", "product")
 
 
 class GatedTanh(nn.Module):
@@ -63,18 +64,32 @@ def masked_softmax(logits: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> t
 
 
 class TopDownAttention(nn.Module):
-    """a_i = w^T f([v_i; q]), softmax over the regions, padded regions masked (Teney et al., eq. 4)."""
+    """Top-down attention over regions, padded regions masked (Teney et al., eq. 4).
+
+    `form="concat"`: a_i = w^T f([v_i; q]) (the paper); `form="product"`: a_i = w^T (f(v_i) * g(q)),
+    the multiplicative variant (Kim et al. 2017, "Hadamard product for low-rank bilinear pooling").
+    """
 
     def __init__(self, feature_dim: int, question_dim: int, hidden_dim: int,
-                 nonlinearity: str = "gated_tanh", weight_norm: bool = False):
+                 nonlinearity: str = "gated_tanh", weight_norm: bool = False, form: str = "concat"):
         super().__init__()
-        self.project = nonlinear_layer(feature_dim + question_dim, hidden_dim, nonlinearity, weight_norm)
+        if form not in ATTENTION_FORMS:
+            raise ValueError(f"model.attention must be one of {ATTENTION_FORMS}, not {form!r}")
+        self.form = form
+        if form == "concat":
+            self.project = nonlinear_layer(feature_dim + question_dim, hidden_dim, nonlinearity, weight_norm)
+        else:
+            self.project = nonlinear_layer(feature_dim, hidden_dim, nonlinearity, weight_norm)
+            self.project_question = nonlinear_layer(question_dim, hidden_dim, nonlinearity, weight_norm)
         self.score = _linear(hidden_dim, 1, weight_norm, bias=False)  # softmax ignores a shared bias
 
     def forward(self, features: torch.Tensor, question: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q = question[:, None, :].expand(-1, features.shape[1], -1)  # [B, K, H]
-        logits = self.score(self.project(torch.cat([features, q], dim=-1))).squeeze(-1)  # [B, K]
-        return masked_softmax(logits, mask)  # [B, K]
+        if self.form == "concat":
+            q = question[:, None, :].expand(-1, features.shape[1], -1)  # [B, K, H]
+            joint = self.project(torch.cat([features, q], dim=-1))  # [B, K, H]
+        else:
+            joint = self.project(features) * self.project_question(question)[:, None, :]  # [B, K, H]
+        return masked_softmax(self.score(joint).squeeze(-1), mask)  # [B, K]
 
 
 class UpDown(nn.Module):
@@ -86,13 +101,14 @@ class UpDown(nn.Module):
 
     def __init__(self, vocab_size: int, num_answers: int, feature_dim: int = 2048, embed_dim: int = 300,
                  hidden_dim: int = 1024, nonlinearity: str = "gated_tanh", weight_norm: bool = False,
-                 dropout: float = 0.5, use_image: bool = True):
+                 dropout: float = 0.5, use_image: bool = True, attention: str = "concat"):
         super().__init__()
         self.use_image = use_image
         self.question = QuestionEncoder(vocab_size, embed_dim, hidden_dim)
         self.question_net = nonlinear_layer(hidden_dim, hidden_dim, nonlinearity, weight_norm)  # f_q
         if use_image:
-            self.attention = TopDownAttention(feature_dim, hidden_dim, hidden_dim, nonlinearity, weight_norm)
+            self.attention = TopDownAttention(feature_dim, hidden_dim, hidden_dim, nonlinearity, weight_norm,
+                                              attention)
             self.image_net = nonlinear_layer(feature_dim, hidden_dim, nonlinearity, weight_norm)  # f_v
         self.classifier = nn.Sequential(  # f_o, then one logit per answer (sigmoid in the loss)
             nonlinear_layer(hidden_dim, 2 * hidden_dim, nonlinearity, weight_norm),
