@@ -128,10 +128,11 @@ class BatchSampler(Sampler):
     """
 
     def __init__(self, num_items: int, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, num_replicas: int = 1, rank: int = 0):
+                 drop_last: bool = False, num_replicas: int = 1, rank: int = 0, pad: bool = True):
         self.num_items, self.batch_size, self.shuffle = num_items, batch_size, shuffle
         self.seed, self.drop_last = seed, drop_last
         self.num_replicas, self.rank = num_replicas, rank
+        self.pad = pad  # wrap around so every process gets as many batches (training); else each item once
         self.epoch, self.start_batch = 0, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -144,8 +145,8 @@ class BatchSampler(Sampler):
             order = torch.randperm(self.num_items, generator=generator).numpy()
         else:
             order = np.arange(self.num_items)
-        per_replica = math.ceil(self.num_items / self.num_replicas)
-        order = np.resize(order, per_replica * self.num_replicas)  # pad by wrapping, as DistributedSampler
+        if self.pad:  # as DistributedSampler; unpadded shards differ by one item at most
+            order = np.resize(order, math.ceil(self.num_items / self.num_replicas) * self.num_replicas)
         return order[self.rank :: self.num_replicas]
 
     def __iter__(self):
@@ -156,7 +157,10 @@ class BatchSampler(Sampler):
         self.start_batch = 0
 
     def __len__(self) -> int:
-        per_replica = math.ceil(self.num_items / self.num_replicas)
+        if self.pad:
+            per_replica = math.ceil(self.num_items / self.num_replicas)
+        else:
+            per_replica = len(range(self.rank, self.num_items, self.num_replicas))
         rounding = math.floor if self.drop_last else math.ceil
         return rounding(per_replica / self.batch_size)
 
@@ -193,6 +197,7 @@ class VQADataModule(pl.LightningDataModule):
         self.table: RegionTable | None = None
         self.datasets: dict[str, VQADataset] = {}
         self.samplers: dict[str, BatchSampler] = {}
+        self.train_position: dict | None = None  # {"epoch", "start_batch"} a resumed run starts from
 
     def _preprocess(self) -> str:
         return preprocess(self.splits, self.cache_dir, **self.preprocess_args)
@@ -247,14 +252,19 @@ class VQADataModule(pl.LightningDataModule):
         trainer = self.trainer
         sampler = BatchSampler(len(self.datasets[split]), self.batch_size, shuffle=shuffle,
                                seed=self.seed, num_replicas=trainer.world_size if trainer else 1,
-                               rank=trainer.global_rank if trainer else 0)
+                               rank=trainer.global_rank if trainer else 0, pad=split == "train")
+        if split == "train" and self.train_position:  # resuming: the batch that would have come next
+            sampler.load_state_dict(self.train_position)
+            self.train_position = None
         self.samplers[split] = sampler
         num_workers = 0 if self.feature_cache == "device" else self.num_workers  # batches are index lists
         workers = num_workers > 0
+        # Its own generator: a new iterator then draws nothing from the global RNG, which resuming restores.
         return DataLoader(self.datasets[split], sampler=sampler, batch_size=None,
                           num_workers=num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.persistent_workers and workers,
-                          prefetch_factor=self.prefetch_factor if workers else None)
+                          prefetch_factor=self.prefetch_factor if workers else None,
+                          generator=torch.Generator())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -12,8 +12,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from updown_vqa.checkpointing import AtomicCheckpointIO, TrainingStopped
 from updown_vqa.errors import UpdownError
 from updown_vqa.paths import config_dir
+from updown_vqa.resume import finished_run, keep_csv_metrics, resume_checkpoint, write_finished
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,12 @@ def check_checkpoint(path: str, model: pl.LightningModule) -> None:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Fit the model and return the final metrics plus where the best checkpoint is."""
+    """Fit the model, resuming as `resume` says, and return the final metrics and the best checkpoint."""
+    smoke = bool(cfg.trainer.get("fast_dev_run"))  # writes no checkpoints: neither resumes nor finishes a run
+    finished = None if smoke else finished_run(cfg.get("resume"), cfg.checkpoint.dirpath)
+    if finished is not None:
+        return finished
+    ckpt_path = None if smoke else resume_checkpoint(cfg.get("resume"), cfg.checkpoint.dirpath)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -60,17 +67,24 @@ def train(cfg: DictConfig) -> dict:
     model = build_model(cfg, datamodule)
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-    if cfg.get("resume"):
-        check_checkpoint(cfg.resume, model)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("resume"))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    if ckpt_path:
+        check_checkpoint(ckpt_path, model)
+        keep_csv_metrics(loggers, ckpt_path)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except TrainingStopped as stopped:  # SIGTERM or SIGUSR1: last.ckpt is saved, the same command resumes
+        print(stopped, flush=True)
+        return {}
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback
-    if checkpoint is not None and checkpoint.best_model_score is not None:
+    if getattr(checkpoint, "best_model_score", None) is not None:
         metrics["best"] = float(checkpoint.best_model_score)
         metrics["best_checkpoint"] = checkpoint.best_model_path
         print(f"best {checkpoint.monitor} {metrics['best']:.2f} at {checkpoint.best_model_path} "
               f"(checkpoints in {checkpoint.dirpath})", flush=True)
+    if not smoke and trainer.is_global_zero and trainer.state.status == "finished":
+        write_finished(cfg.checkpoint.dirpath, {"monitor": cfg.checkpoint.monitor, **metrics})
     return metrics
 
 
