@@ -275,11 +275,20 @@ def run_loader(args, root: str) -> dict:
                     seed=args.seed)
     device, dataset = _device(args.device), dm.datasets["train"]
     item = dataset.stores.max_boxes * dm.table.feature_dim * dm.table.dtype.itemsize
-    project = loader_throughput(dm, args.batches, args.warmup, device, args.memory)
-    naive = time_batches(_forever(naive_loader(dataset, args.batch_size, args.num_workers, args.seed)),
-                         args.naive_batches or args.batches, args.warmup, item, lambda b: _to(b, device), device)
-    memcpy = time_batches(gather_batches(dataset, args.batch_size, args.seed), args.batches, args.warmup, item)
-    return {"project": project, "naive": naive, "memcpy": memcpy}
+    runs = {"project": [], "naive": [], "memcpy": []}
+    for _ in range(args.rounds):  # alternated, so that a busy moment of the machine hurts all three alike
+        runs["project"].append(loader_throughput(dm, args.batches, args.warmup, device, args.memory))
+        naive = naive_loader(dataset, args.batch_size, args.num_workers, args.seed)
+        runs["naive"].append(time_batches(_forever(naive), args.naive_batches or args.batches, args.warmup, item,
+                                          lambda b: _to(b, device), device))
+        gathers = gather_batches(dataset, args.batch_size, args.seed)
+        runs["memcpy"].append(time_batches(gathers, args.batches, args.warmup, item))
+    return {name: best(r) for name, r in runs.items()}
+
+
+def best(runs: list[dict]) -> dict:
+    """The fastest of repeated runs, with every run's samples/s."""
+    return max(runs, key=lambda r: r["samples_per_s"]) | {"runs": [r["samples_per_s"] for r in runs]}
 
 
 def run_train(args, root: str) -> dict:
@@ -292,8 +301,7 @@ def run_train(args, root: str) -> dict:
                                               args.precision, device))
         runs["lightning"].append(lightning_throughput(train_model(dm, args), dm, args.batches, args.warmup,
                                                       args.precision, device.type))
-    return {name: max(r, key=lambda x: x["samples_per_s"]) | {"runs": [x["samples_per_s"] for x in r]}
-            for name, r in runs.items()}
+    return {name: best(r) for name, r in runs.items()}
 
 
 def summary(command: str, args, result: dict) -> list[str]:
@@ -342,6 +350,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     loader, train = sub.choices["loader"], sub.choices["train"]
     loader.add_argument("--naive-batches", type=int, help="timed batches of the naive reference (default M)")
     loader.add_argument("--memory", action="store_true", help="report PSS of the process and each worker")
+    loader.add_argument("--rounds", type=int, default=1, help="alternate the three, report the best of each")
     train.add_argument("--nonlinearity", default="gated_tanh", choices=["gated_tanh", "relu"])
     train.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
     train.add_argument("--compile", action="store_true", help="torch.compile the model")

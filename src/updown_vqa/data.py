@@ -214,6 +214,7 @@ class VQADataModule(pl.LightningDataModule):
         paths = dict.fromkeys(p for files in self.splits.values() for p in as_list(files.get("features")))
         if paths:  # one table for all splits: a store used by two splits is cached once
             self.table = RegionTable([FeatureStore(p) for p in paths], self.feature_cache)
+            self.table.pin = self.pin_memory and torch.cuda.is_available()
         for split, files in self.splits.items():
             stores = StoreSet(as_list(files.get("features")), self.table)
             self.datasets[split] = VQADataset(arrays, split, stores, len(self.answers),

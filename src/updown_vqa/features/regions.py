@@ -69,6 +69,7 @@ class RegionTable:
         self.feature_dim = dims.pop()
         self.dtype = np.result_type(*[s.dtype for s in stores])
         self.features = self.boxes = None  # [R + 1, D], [R + 1, 4] once loaded; row R is all zeros
+        self.pin = False  # batches read in the main process go straight to pinned memory
         self._pid, self._fds = None, None
         if cache == "ram":
             self.load()
@@ -90,29 +91,42 @@ class RegionTable:
 
     def read(self, starts: np.ndarray, counts: np.ndarray, max_boxes: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Features [B, K, D] (store dtype) and boxes [B, K, 4], zero beyond each image's count."""
-        if self.features is not None:
+        if self.features is not None and self.features.device.type != "cpu":
             return self.gather(torch.from_numpy(starts), torch.from_numpy(counts), max_boxes)
-        shared = get_worker_info() is not None  # a worker's batch goes to the main process via shm
         shape = (len(starts), max_boxes)
-        features = _empty((*shape, self.feature_dim), _torch_dtype(self.dtype), shared)
-        boxes = _empty((*shape, 4), torch.float32, shared)
-        self._pread(starts, counts, features.numpy(), boxes.numpy())
+        features = self._batch_tensor((*shape, self.feature_dim), _torch_dtype(self.dtype))
+        boxes = self._batch_tensor((*shape, 4), torch.float32)
+        self._fill(starts, counts, features.numpy(), boxes.numpy())
         return features, boxes
 
     def gather(self, starts: torch.Tensor, counts: torch.Tensor, max_boxes: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Index gather from the loaded table, on the table's device; `starts`, `counts` are [B]."""
         device = self.features.device
+        if device.type == "cpu":  # a copy per image: no index tensor, no threads
+            return self.read(starts.numpy(), counts.numpy(), max_boxes)
         starts, counts = starts.to(device), counts.to(device)
         slots = torch.arange(max_boxes, device=device)  # [K]
         zero_row = self.features.shape[0] - 1
         index = torch.where(slots < counts[:, None], starts[:, None] + slots, zero_row)  # [B, K]
-        shared = get_worker_info() is not None and device.type == "cpu"
         shape = (len(starts), max_boxes)
-        features = _empty((*shape, self.feature_dim), self.features.dtype, shared, device)
-        boxes = _empty((*shape, 4), torch.float32, shared, device)
+        features = self._batch_tensor((*shape, self.feature_dim), self.features.dtype, device)
+        boxes = self._batch_tensor((*shape, 4), torch.float32, device)
         torch.index_select(self.features, 0, index.view(-1), out=features.view(-1, self.feature_dim))
         torch.index_select(self.boxes, 0, index.view(-1), out=boxes.view(-1, 4))
         return features, boxes
+
+    def _batch_tensor(self, shape: tuple[int, ...], dtype: torch.dtype, device=None) -> torch.Tensor:
+        """An empty batch tensor; fresh pages cost more than the copy into them, so: in a worker, made in
+        shared memory, which then reaches the main process without a second copy; in the main process,
+        pinned when the loader pins (cached pinned blocks, no pinning copy), else a numpy array, which
+        asks for transparent huge pages (about 3x faster to fault in than torch's 4 KiB pages)."""
+        if device is not None and device.type != "cpu":
+            return torch.empty(shape, dtype=dtype, device=device)
+        if get_worker_info() is not None:
+            return _empty(shape, dtype, shared=True)
+        if self.pin:
+            return torch.empty(shape, dtype=dtype, pin_memory=True)
+        return torch.from_numpy(np.empty(shape, torch.empty(0, dtype=dtype).numpy().dtype))
 
     def to(self, device: torch.device | str) -> RegionTable:
         """In `device` mode, load the table onto `device` (or move it there); a no-op once there."""
@@ -156,9 +170,11 @@ class RegionTable:
                 self.features[base + lo : base + hi].copy_(torch.from_numpy(chunk.astype(self.dtype)))
                 self.boxes[base + lo : base + hi].copy_(torch.from_numpy(_rows(boxes, lo, hi, layout.width, 4)))
 
-    def _pread(self, starts: np.ndarray, counts: np.ndarray, features: np.ndarray, boxes: np.ndarray) -> None:
-        """Fill the batch with one read per image, in table (and so file) order, duplicates copied."""
-        fds = self._open()
+    def _fill(self, starts: np.ndarray, counts: np.ndarray, features: np.ndarray, boxes: np.ndarray) -> None:
+        """Fill the batch with one copy (from the table) or read (from the file) per image, in table and
+        so file order; a repeated image is copied from its first copy."""
+        table = (self.features.numpy(), self.boxes.numpy()) if self.features is not None else None
+        fds = None if table else self._open()
         positions = np.searchsorted(self.base, starts, side="right") - 1
         previous = -1
         for b in np.argsort(starts, kind="stable"):
@@ -166,6 +182,8 @@ class RegionTable:
             features[b, count:], boxes[b, count:] = 0, 0
             if previous >= 0 and starts[previous] == start:
                 features[b], boxes[b] = features[previous], boxes[previous]
+            elif count and table:
+                features[b, :count], boxes[b, :count] = table[0][start : start + count], table[1][start : start + count]
             elif count:
                 p = positions[b]
                 self._read_run(p, fds[p], start - int(self.base[p]), features[b, :count], boxes[b, :count])
