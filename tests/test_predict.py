@@ -97,7 +97,8 @@ def test_features_of_another_size_are_refused(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_train_then_predict_the_test_split_end_to_end(data_dir, tmp_path):
-    trained = run_module("updown_vqa.train", *tiny_overrides(data_dir, str(tmp_path)), "name=e2e")
+    trained = run_module("updown_vqa.train", *tiny_overrides(data_dir, str(tmp_path)), "name=e2e",
+                         "trainer.limit_train_batches=3")
     assert trained.returncode == 0, trained.stderr[-3000:]
     ckpt = tmp_path / "runs" / "e2e" / "checkpoints" / "last.ckpt"
     val = shapes_split(data_dir, "val")  # answered as an unannotated test split

@@ -6,15 +6,20 @@ distribution over a few thousand strings, and ten human answers per question wri
 type them (capitals, trailing punctuation, articles, number words), so that the official answer
 normalisation has real work to do. The images do not exist; only the json files are written.
 
-    python -m updown_vqa.datasets.vqa2_synthetic --out data/vqa2_synthetic [--scale 1.0]
+    python -m updown_vqa.datasets.vqa2_synthetic --out data/vqa2_synthetic [--scale 1.0] [--time]
+
+`--time` then preprocesses it as `data=vqa2` would (train+val answers) and prints the time taken.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
+import tempfile
+import time
 from itertools import accumulate
 
 # Real VQA v2 sizes (train2014 / val2014).
@@ -163,15 +168,32 @@ def generate(root: str, scale: float = 1.0, seed: int = 0) -> dict[str, dict[str
             for subtype, (q, i) in FULL_SIZES.items()}
 
 
+def time_preprocess(files: dict[str, dict[str, str]]) -> tuple[float, float]:
+    """Wall and CPU seconds of preprocessing the generated train2014/val2014 into a fresh cache."""
+    from updown_vqa.preprocess import preprocess
+
+    splits = {"train": files["train2014"], "val": files["val2014"]}
+    wall, cpu = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory() as cache_dir:
+        preprocess(splits, cache_dir, answer_splits=["train", "val"])
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m updown_vqa.datasets.vqa2_synthetic",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="folder for the json files")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the real VQA v2 size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--time", action="store_true", help="then time preprocessing it")
     args = parser.parse_args(argv)
-    for subtype, paths in generate(args.out, args.scale, args.seed).items():
+    files = generate(args.out, args.scale, args.seed)
+    for subtype, paths in files.items():
         print(subtype, paths["questions"], paths["annotations"])
+    if args.time:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        wall, cpu = time_preprocess(files)
+        print(f"preprocessing: {wall:.1f} s wall, {cpu:.1f} s CPU")
 
 
 if __name__ == "__main__":
