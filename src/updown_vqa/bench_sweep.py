@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from updown_vqa import bench
+from updown_vqa.bench_train import lightning_throughput
 from updown_vqa.errors import UpdownError
 from updown_vqa.paths import config_dir
 from updown_vqa.synthetic import synthetic_data
@@ -49,7 +50,7 @@ def measure(cfg: DictConfig) -> dict:
     device = torch.device("cuda" if use_gpu else "cpu")
     loader = bench.loader_throughput(dm, cfg.batches, cfg.warmup_batches, device)
     torch.manual_seed(cfg.seed)
-    train = bench.lightning_throughput(build_model(cfg, dm), dm, cfg.train_batches, cfg.warmup_batches,
+    train = lightning_throughput(build_model(cfg, dm), dm, cfg.train_batches, cfg.warmup_batches,
                                        cfg.trainer.precision, "gpu" if use_gpu else "cpu")
     return {"loader": loader, "train": train}
 
