@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from test_extract import extract_config, write_images
 
 from updown_vqa.answer import answer_image, feature_recipe, image_features, quote_free_text
+from updown_vqa.datasets.shapes import split_files
 from updown_vqa.errors import UpdownError
 from updown_vqa.extract import extract
 from updown_vqa.features.boxes import extract_box_features
@@ -105,11 +106,15 @@ def test_an_extracted_folder_trains_and_answers_end_to_end(data_dir, tmp_path):
                           "backbone=resnet18", "allow_random_weights=true", "image_size=64",
                           "num_workers=1", f"paths.log_dir={tmp_path}")
         assert done.returncode == 0, done.stderr[-3000:]
-    done = run_module("updown_vqa.train", f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}",
-                      "data.builder=null", f"data.train.features={stores['train']}",
-                      f"data.val.features={stores['val']}", "data.batch_size=32",
-                      "model.hidden_dim=32", "model.embed_dim=16", "trainer.max_epochs=1",
-                      "name=extracted")
+    files = {split: split_files(os.path.join(data_dir, "shapes"), split) for split in stores}
+    splits = [f"data.{split}.{key}={files[split][key]}" for split in stores
+              for key in ("questions", "annotations")]
+    done = run_module("updown_vqa.train", "data=vqa2", *splits, "data.test=null",
+                      f"data.train.features={stores['train']}", f"data.val.features={stores['val']}",
+                      f"data.cache_dir={tmp_path / 'cache'}", "data.min_answer_count=1",
+                      "data.num_workers=0", "data.pin_memory=false", "data.batch_size=32",
+                      f"paths.log_dir={tmp_path}", "model.hidden_dim=32", "model.embed_dim=16",
+                      "trainer.max_epochs=1", "name=extracted")
     assert done.returncode == 0, done.stderr[-3000:]
     ckpt = glob.glob(str(tmp_path / "runs" / "extracted" / "checkpoints" / "*.ckpt"))[0]
     image = sorted(glob.glob(f"{images}/val/*.png"))[0]
