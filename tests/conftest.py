@@ -23,9 +23,12 @@ def data_dir(tmp_path_factory) -> str:
     return str(root)
 
 
-def tiny_overrides(data_dir: str, out_dir: str) -> list[str]:
-    """Overrides that point a run at the tiny dataset and keep it small and fast."""
-    builder = [f"data.builder.{k}={v}" for k, v in TINY_SHAPES.items()]
+def tiny_overrides(data_dir: str, out_dir: str, builder: bool = True) -> list[str]:
+    """Overrides that point a run at the tiny dataset and keep it small and fast.
+
+    `builder=False` leaves out the shapes generator's settings, for data configs that have none.
+    """
+    builder = [f"data.builder.{k}={v}" for k, v in TINY_SHAPES.items()] if builder else []
     return [f"paths.data_dir={data_dir}", f"paths.log_dir={out_dir}", *builder,
             "data.batch_size=32", "model.hidden_dim=32",
             "model.embed_dim=16", "trainer.max_epochs=1"]

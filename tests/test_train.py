@@ -22,7 +22,9 @@ def group_options():
 @pytest.mark.parametrize("group,option", list(group_options()))
 def test_every_config_group_option_composes_and_instantiates(group, option, tmp_path, data_dir):
     task = ["task=caption"] if "caption" in option else []  # caption options compose under their task
-    cfg = compose_config(tiny_overrides(data_dir, str(tmp_path)) + task + [f"{group}={option}"], str(tmp_path))
+    selected = task + [f"{group}={option}"]
+    has_builder = compose_config(selected, str(tmp_path)).data.get("builder") is not None
+    cfg = compose_config(tiny_overrides(data_dir, str(tmp_path), builder=has_builder) + selected, str(tmp_path))
     OmegaConf.resolve(cfg)
     if group in ("callbacks", "logger"):
         assert all(instantiate(c) is not None for c in cfg[group].values())

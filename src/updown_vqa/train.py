@@ -33,7 +33,8 @@ def build_model(cfg: DictConfig, datamodule) -> pl.LightningModule:
     else:
         data_kwargs = {"vocab": datamodule.vocab, "answers": datamodule.answers,
                        "max_question_length": cfg.data.get("max_question_length", 14)}
-    return instantiate(model_cfg, feature_dim=datamodule.feature_dim,
+    # _convert_: plain lists and dicts in hparams, so checkpoints load with weights_only=True
+    return instantiate(model_cfg, _convert_="all", feature_dim=datamodule.feature_dim,
                        feature_attrs=datamodule.feature_attrs, **data_kwargs)
 
 
