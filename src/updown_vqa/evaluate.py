@@ -136,7 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> None:
     """Evaluate a results file, print the report json and optionally write it to --out."""
     parser = _parser()
     args = parser.parse_args(argv)
@@ -158,7 +158,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n", encoding="utf-8")
-    return report
 
 
 if __name__ == "__main__":
