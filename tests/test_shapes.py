@@ -56,7 +56,7 @@ def test_answers_are_balanced_within_each_template(tmp_path):
 
 def test_questions_are_answerable_from_the_scene():
     scene = sample_scene(random.Random(1), 128)
-    for template, candidates in candidate_questions(scene).items():
+    for template, candidates in candidate_questions(scene, 128).items():
         for text, _, answer in candidates:
             if template == "count" and text.startswith("how many") and text.split()[2] in {o.color for o in scene}:
                 assert int(answer) == sum(o.color == text.split()[2] for o in scene)

@@ -25,7 +25,8 @@ COLORS = {
 SHAPES = ("circle", "square", "triangle")
 SIZES = {"small": (0.06, 0.075), "large": (0.11, 0.13)}  # half-width as a fraction of the image
 DIRECTIONS = {"leftmost": (0, 1), "rightmost": (0, -1), "topmost": (1, 1), "bottommost": (1, -1)}
-MAX_COUNT = 4
+MAX_COUNT = 3
+SPATIAL_MARGIN = 0.12  # the extreme object leads the runner-up by this fraction of the image
 
 
 @dataclass
@@ -78,8 +79,12 @@ def render(objects: list[Obj], image_size: int, rng: random.Random) -> Image.Ima
     return Image.fromarray(np.clip(np.asarray(image, np.float32) + noise, 0, 255).astype(np.uint8))
 
 
-def candidate_questions(objects: list[Obj]) -> dict[str, list[tuple[str, str, str]]]:
-    """Every askable question per template, as (question, question_type, answer)."""
+def candidate_questions(objects: list[Obj], image_size: int) -> dict[str, list[tuple[str, str, str]]]:
+    """Every askable question per template, as (question, question_type, answer).
+
+    Counting asks for colors, as in "how many blue objects are there?": color survives the mean over
+    regions that soft attention computes, while shape counts would need a per-region decision first.
+    """
     shapes = Counter(o.shape for o in objects)
     colors = Counter(o.color for o in objects)
     out: dict[str, list] = {t: [] for t in ("color", "shape", "count", "exist", "spatial")}
@@ -88,9 +93,6 @@ def candidate_questions(objects: list[Obj]) -> dict[str, list[tuple[str, str, st
             out["color"].append((f"what color is the {o.shape}?", "what color is the", o.color))
         if colors[o.color] == 1:
             out["shape"].append((f"what shape is the {o.color} object?", "what shape is the", o.shape))
-    for s in SHAPES:
-        if shapes[s] <= MAX_COUNT:
-            out["count"].append((f"how many {s}s are there?", "how many", str(shapes[s])))
     for c in COLORS:
         if colors[c] <= MAX_COUNT:
             out["count"].append((f"how many {c} objects are there?", "how many", str(colors[c])))
@@ -101,7 +103,7 @@ def candidate_questions(objects: list[Obj]) -> dict[str, list[tuple[str, str, st
             out["exist"].append((f"is there a {c} {s}?", "is there a", answer))
     for word, (axis, sign) in DIRECTIONS.items():
         ranked = sorted(objects, key=lambda o: sign * o.center[axis])
-        if len(ranked) > 1 and abs(ranked[0].center[axis] - ranked[1].center[axis]) < 4:
+        if len(ranked) > 1 and abs(ranked[0].center[axis] - ranked[1].center[axis]) < SPATIAL_MARGIN * image_size:
             continue  # no clear extreme
         best = ranked[0]
         out["spatial"].append((f"what color is the {word} object?", "what color is the", best.color))
@@ -155,7 +157,7 @@ def generate_split(root: str, split: str, split_index: int, num_images: int, ima
         proposals[str(image_id)] = [list(o.box) for o in objects] + background_boxes(
             objects, image_size, num_proposals - len(objects), rng)
         captions += [{"image_id": image_id, "caption": c} for c in describe(objects)]
-        picks = [(t, balancer.pick(t, c)) for t, c in candidate_questions(objects).items()]
+        picks = [(t, balancer.pick(t, c)) for t, c in candidate_questions(objects, image_size).items()]
         for k, (template, (text, question_type, answer)) in enumerate(p for p in picks if p[1]):
             question_id = image_id * 10 + k
             questions.append({"image_id": image_id, "question": text, "question_id": question_id,
@@ -248,7 +250,7 @@ class ShapesBuilder:
         self.root = root
         self.splits = {"train": (0, num_train_images), "val": (1, num_val_images)}
         self.scene_settings = {"image_size": image_size, "num_proposals": num_proposals, "seed": seed,
-                               "num_images": {k: n for k, (_, n) in self.splits.items()}, "version": 1}
+                               "num_images": {k: n for k, (_, n) in self.splits.items()}, "version": 2}
         self.feature_settings = {"backbone": backbone, "weights": weights, "stage": stage,
                                  "output_size": roi_output_size, "image_size": image_size,
                                  "batch_size": batch_size, "num_workers": num_workers, "seed": seed}
