@@ -9,6 +9,7 @@ extreme ("leftmost") is answerable while "left of the square" would need a secon
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -256,6 +257,13 @@ class ShapesBuilder:
                                  "batch_size": batch_size, "num_workers": num_workers, "seed": seed}
 
     def __call__(self) -> None:
+        """Build what is missing; concurrent callers (a joblib sweep, two shells) wait for one another."""
+        os.makedirs(self.root, exist_ok=True)
+        with open(os.path.join(self.root, ".build.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._build()
+
+    def _build(self) -> None:
         from updown_vqa.features.boxes import extract_box_features
 
         settings_path = os.path.join(self.root, "shapes_settings.json")
