@@ -71,13 +71,17 @@ def naive_batches(dm):
 def assert_same_batches(project, naive):
     assert len(project) == len(naive) > 2
     for ours, theirs in zip(project, naive):
-        assert ours["features"].dtype == theirs["features"].dtype
-        assert torch.equal(ours["features"], theirs["features"])
-        assert torch.equal(ours["boxes"], theirs["boxes"])
-        assert torch.equal(ours["mask"], torch.arange(ours["mask"].shape[1]) < theirs["num_boxes"][:, None])
-        assert torch.equal(ours["tokens"], theirs["tokens"][:, : ours["tokens"].shape[1]])
-        assert torch.equal(ours["lengths"], theirs["lengths"])
-        assert torch.equal(ours["targets"], theirs["targets"])
+        assert_same_batch(ours, theirs)
+
+
+def assert_same_batch(ours, theirs):
+    assert ours["features"].dtype == theirs["features"].dtype
+    assert torch.equal(ours["features"], theirs["features"])
+    assert torch.equal(ours["boxes"], theirs["boxes"])
+    assert torch.equal(ours["mask"], torch.arange(ours["mask"].shape[1]) < theirs["num_boxes"][:, None])
+    assert torch.equal(ours["tokens"], theirs["tokens"][:, : ours["tokens"].shape[1]])
+    assert torch.equal(ours["lengths"], theirs["lengths"])
+    assert torch.equal(ours["targets"], theirs["targets"])
 
 
 @pytest.mark.parametrize("feature_cache", ["none", "ram", "device"])
@@ -90,6 +94,18 @@ def test_every_mode_gives_the_naive_readers_batches(files, feature_cache):
 def test_workers_give_the_same_batches(files, feature_cache):
     dm, batches = project_batches(files, feature_cache, num_workers=1)
     assert_same_batches(batches, naive_batches(dm))
+
+
+@pytest.mark.parametrize("feature_cache", ["none", "ram"])
+def test_workers_recycle_their_buffers_once_batches_are_dropped(files, feature_cache):
+    dm, _ = project_batches(files, feature_cache)
+    expected = naive_batches(dm)
+    dm.num_workers = 1
+    loader = dm.train_dataloader()
+    for _ in range(2):  # two epochs through one persistent worker
+        for ours, theirs in zip(loader, expected):
+            assert_same_batch(ours, theirs)
+    assert loader.pool.fresh == 0 and len(expected) * 2 > len(loader.pool.busy)  # every batch in a reused slot
 
 
 def test_ram_mode_holds_the_features_once_in_shared_memory(files):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from updown_vqa.batch_slots import SlotDataLoader, SlotPool
 from updown_vqa.errors import UpdownError
 from updown_vqa.features.regions import RegionTable
 from updown_vqa.features.store import FeatureStore
@@ -53,8 +55,8 @@ class StoreSet:
     def read(self, which: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Features [B, K, D], boxes [B, K, 4] and num_boxes [B] of the given rows, in one sorted read."""
         starts, counts = self.regions(which, rows)
-        features, boxes = self.table.read(starts, counts, self.max_boxes)
-        return {"features": features.numpy(), "boxes": boxes.numpy(), "num_boxes": counts}
+        regions = self.table.read(starts, counts, self.max_boxes)
+        return {"features": regions["features"].numpy(), "boxes": regions["boxes"].numpy(), "num_boxes": counts}
 
 
 class VQADataset(Dataset):
@@ -95,7 +97,7 @@ class VQADataset(Dataset):
         if self.stores.table.cache == "device":  # gathered on the accelerator, after the transfer
             batch["region_starts"], batch["region_counts"] = torch.from_numpy(starts), torch.from_numpy(counts)
         else:  # features [B, K, D] in the store's dtype, boxes [B, K, 4]
-            batch["features"], batch["boxes"] = self.stores.table.read(starts, counts, k)
+            batch.update(self.stores.table.read(starts, counts, k))
         if self.annotated:
             batch["targets"] = _dense(self.targets, index, self.num_answers)  # [B, A]
             batch["accuracy"] = _dense(self.accuracy, index, self.num_answers)  # [B, A]
@@ -229,8 +231,8 @@ class VQADataModule(pl.LightningDataModule):
         """In `device` mode, gather the batch's region features from the table where the batch is."""
         if "region_starts" in batch:
             table = self.table.to(batch["tokens"].device)
-            batch["features"], batch["boxes"] = table.gather(  # [B, K, D], [B, K, 4]
-                batch.pop("region_starts"), batch.pop("region_counts"), batch["mask"].shape[1])
+            batch.update(table.gather(  # features [B, K, D], boxes [B, K, 4]
+                batch.pop("region_starts"), batch.pop("region_counts"), batch["mask"].shape[1]))
         return batch
 
     @property
@@ -260,8 +262,9 @@ class VQADataModule(pl.LightningDataModule):
         self.samplers[split] = sampler
         num_workers = 0 if self.feature_cache == "device" else self.num_workers  # batches are index lists
         workers = num_workers > 0
+        make = partial(SlotDataLoader, pool=SlotPool(num_workers, self.prefetch_factor + 4)) if workers else DataLoader
         # Its own generator: a new iterator then draws nothing from the global RNG, which resuming restores.
-        return DataLoader(self.datasets[split], sampler=sampler, batch_size=None,
+        return make(self.datasets[split], sampler=sampler, batch_size=None,
                           num_workers=num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.persistent_workers and workers,
                           prefetch_factor=self.prefetch_factor if workers else None,

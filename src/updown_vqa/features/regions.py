@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from updown_vqa.batch_slots import worker_tensor
 from updown_vqa.errors import UpdownError
 from updown_vqa.features.store import FeatureStore
 
@@ -89,17 +90,20 @@ class RegionTable:
             counts[mine] = np.minimum(layout.counts[rows[mine]], max_boxes)
         return starts, counts
 
-    def read(self, starts: np.ndarray, counts: np.ndarray, max_boxes: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features [B, K, D] (store dtype) and boxes [B, K, 4], zero beyond each image's count."""
+    def read(self, starts: np.ndarray, counts: np.ndarray, max_boxes: int) -> dict[str, torch.Tensor]:
+        """Features [B, K, D] (store dtype) and boxes [B, K, 4], zero beyond each image's count; in a
+        worker of the project's loaders also the `feature_slot` (see batch_slots) the features are in."""
         if self.features is not None and self.features.device.type != "cpu":
             return self.gather(torch.from_numpy(starts), torch.from_numpy(counts), max_boxes)
-        shape = (len(starts), max_boxes)
-        features = self._batch_tensor((*shape, self.feature_dim), _torch_dtype(self.dtype))
-        boxes = self._batch_tensor((*shape, 4), torch.float32)
-        self._fill(starts, counts, features.numpy(), boxes.numpy())
-        return features, boxes
+        shape, dtype = (len(starts), max_boxes), _torch_dtype(self.dtype)
+        slotted = worker_tensor((*shape, self.feature_dim), dtype)
+        out = {"features": slotted[0], "feature_slot": torch.tensor(slotted[1])} if slotted else {
+            "features": self._batch_tensor((*shape, self.feature_dim), dtype)}
+        out["boxes"] = self._batch_tensor((*shape, 4), torch.float32)
+        self._fill(starts, counts, out["features"].numpy(), out["boxes"].numpy())
+        return out
 
-    def gather(self, starts: torch.Tensor, counts: torch.Tensor, max_boxes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def gather(self, starts: torch.Tensor, counts: torch.Tensor, max_boxes: int) -> dict[str, torch.Tensor]:
         """Index gather from the loaded table, on the table's device; `starts`, `counts` are [B]."""
         device = self.features.device
         if device.type == "cpu":  # a copy per image: no index tensor, no threads
@@ -113,7 +117,7 @@ class RegionTable:
         boxes = self._batch_tensor((*shape, 4), torch.float32, device)
         torch.index_select(self.features, 0, index.view(-1), out=features.view(-1, self.feature_dim))
         torch.index_select(self.boxes, 0, index.view(-1), out=boxes.view(-1, 4))
-        return features, boxes
+        return {"features": features, "boxes": boxes}
 
     def _batch_tensor(self, shape: tuple[int, ...], dtype: torch.dtype, device=None) -> torch.Tensor:
         """An empty batch tensor; fresh pages cost more than the copy into them, so: in a worker, made in
