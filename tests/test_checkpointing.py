@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
@@ -13,7 +14,13 @@ from conftest import compose_config, tiny_overrides
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from updown_vqa.checkpointing import AtomicCheckpointIO, UnreadableCheckpoint, read_checkpoint
+from updown_vqa import checkpointing
+from updown_vqa.checkpointing import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    UnreadableCheckpoint,
+    read_checkpoint,
+)
 from updown_vqa.errors import UpdownError
 from updown_vqa.paths import config_dir
 from updown_vqa.train import train
@@ -96,12 +103,26 @@ def fit_in_process(data_dir, tmp_path, *overrides, signal_step=-1, signum=signal
 
 
 @pytest.mark.slow
-def test_last_checkpoint_every_n_steps_and_at_each_epoch_end(data_dir, tmp_path):
-    fit_in_process(data_dir, tmp_path, "trainer.max_epochs=2", "checkpoint.every_n_train_steps=4",
-                   "checkpoint.every_n_minutes=null")
-    per_epoch = read_checkpoint(str(tmp_path / "checkpoints" / "last.ckpt"))["global_step"] // 2
-    step_saves = [s for s in range(4, 2 * per_epoch, 4) if s % per_epoch]  # none at an epoch's last batch
-    assert SAVES == sorted(step_saves + [per_epoch, 2 * per_epoch])
+def test_last_checkpoint_every_n_steps_and_at_the_epoch_end(data_dir, tmp_path):
+    fit_in_process(data_dir, tmp_path, "checkpoint.every_n_train_steps=4", "checkpoint.every_n_minutes=null")
+    per_epoch = read_checkpoint(str(tmp_path / "checkpoints" / "last.ckpt"))["global_step"]
+    assert SAVES == [*range(4, per_epoch, 4), per_epoch]  # none at the epoch's last batch: its end follows
+
+
+def test_last_checkpoint_every_n_minutes_of_training(tmp_path, monkeypatch):
+    clock, saves = [0.0], []
+    monkeypatch.setattr(checkpointing.time, "monotonic", lambda: clock[0])
+    progress = SimpleNamespace(is_last_batch=False)
+    trainer = SimpleNamespace(world_size=1, global_step=1, fast_dev_run=False, sanity_checking=False, loggers=[],
+                              fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+                              save_checkpoint=lambda path, weights_only: saves.append(clock[0] / 60))
+    callback = LastCheckpoint(str(tmp_path), every_n_minutes=30)
+    callback.on_train_start(trainer, None)
+    for minute in range(0, 100, 7):  # a batch ends every 7 minutes
+        clock[0] = 60.0 * minute
+        callback.on_train_batch_end(trainer, None, None, None, 0)
+    callback.on_train_end(trainer, None)
+    assert saves == [35, 70]
 
 
 @pytest.mark.slow

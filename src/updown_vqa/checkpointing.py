@@ -107,7 +107,8 @@ class LastCheckpoint(Checkpoint):
         return os.path.join(self.dirpath, LAST)
 
     def on_train_start(self, trainer, pl_module) -> None:
-        """Installed after Lightning's own handlers, which raise mid-validation and save nothing."""
+        """Stop signals only set a flag, acted on at the next batch end (over Lightning's own handlers,
+        which would stop mid-validation without saving)."""
         self._last_save = time.monotonic()
         if threading.current_thread() is threading.main_thread():  # else Python refuses handlers
             for signum in STOP_SIGNALS:

@@ -230,8 +230,9 @@ class ResumeState(Callback):
         if hasattr(trainer.datamodule, "train_position"):
             trainer.datamodule.train_position = state["position"]
         elif state["position"] and state["position"]["start_batch"]:
-            log.warning("%s cannot resume mid-epoch: epoch %d restarts from its first batch",
-                        type(trainer.datamodule).__name__, state["position"]["epoch"])
+            log.warning("%s has no train_position: epoch %d goes on with its first batches again, not with "
+                        "those that would have come next", type(trainer.datamodule).__name__,
+                        state["position"]["epoch"])
 
 
 def keep_csv_metrics(loggers: list, ckpt_path: str) -> None:
@@ -243,7 +244,7 @@ def keep_csv_metrics(loggers: list, ckpt_path: str) -> None:
             continue
         with open(path, newline="") as f:
             rows = [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
-        writer = logger.experiment  # deletes the file (in the process that logs, rank 0)
-        if hasattr(writer, "metrics"):
+        writer = logger.experiment  # deletes the file; on ranks other than 0, a stand-in that does nothing
+        if isinstance(getattr(writer, "metrics", None), list):
             writer.metrics[:0] = [row for row in rows if float(row.get("step", 0)) <= last_step]
             logger.save()
