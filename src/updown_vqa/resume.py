@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import warnings
 
 import numpy as np
 import torch
@@ -229,6 +230,8 @@ class ResumeState(Callback):
         self.position, self._rng_to_restore = state["position"], state["rng"]
         if hasattr(trainer.datamodule, "train_position"):
             trainer.datamodule.train_position = state["position"]
+            # Lightning cannot see that the batch sampler resumes, and would warn that it does not.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
         elif state["position"] and state["position"]["start_batch"]:
             log.warning("%s has no train_position: epoch %d goes on with its first batches again, not with "
                         "those that would have come next", type(trainer.datamodule).__name__,
