@@ -22,7 +22,7 @@ from updown_vqa.resume import check_fingerprints, data_fingerprints, resume_chec
 from updown_vqa.train import train
 
 # Two epochs that change the learning rate at every step, with dropout: what resuming must restore.
-EXACT = ["trainer.max_epochs=2", "trainer.deterministic=true", "model.warmup_epochs=2",
+EXACT = ["trainer.max_epochs=2", "trainer.deterministic=true", "++model.warmup_epochs=2",
          "checkpoint.every_n_train_steps=5", "+trainer.enable_progress_bar=false"]
 KILL_AT_STEP = """
 import os, runpy, signal, sys
