@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from updown_vqa.answer import load_model
+from updown_vqa.answer import _HPARAM_GLOBALS, load_model
+from updown_vqa.checkpointing import read_checkpoint
 from updown_vqa.errors import UpdownError
 from updown_vqa.paths import config_dir
 from updown_vqa.predict import question_loader
@@ -102,21 +103,23 @@ def figure(picture: dict):
     """The matplotlib Figure of a `vqa_picture` or `caption_picture`."""
     if picture["kind"] == "caption":
         return show_caption_attention(picture["image"], picture["boxes"], picture["words"],
-                                      picture["attention"], title=f"image {picture['image_id']}")
+                                      picture["attention"],
+                                      title=f"image {picture['image_id']}: {' '.join(picture['words'])}")
     return show_attention(picture["image"], picture["boxes"], picture["weights"], picture["question"],
                           picture["answers"], picture["ground_truth"],
                           title=f"question {picture['question_id']}, image {picture['image_id']}")
 
 
 def checkpoint_kind(path: str) -> str:
-    """"vqa" or "caption", from the checkpoint's hyperparameters."""
-    if not os.path.isfile(path):
-        raise UpdownError(f"ckpt={path}: checkpoint not found")
+    """"vqa" or "caption", from the checkpoint's hyperparameters (read without running pickled code)."""
     try:
-        hparams = torch.load(path, map_location="cpu", mmap=True, weights_only=False)["hyper_parameters"]
-    except Exception as e:  # truncated, or not a Lightning checkpoint
-        raise UpdownError(f"ckpt={path}: cannot read it as a checkpoint ({type(e).__name__}: {e})") from None
-    return "vqa" if "answers" in hparams else "caption"
+        with torch.serialization.safe_globals(_HPARAM_GLOBALS):  # the OmegaConf containers of hparams
+            checkpoint = read_checkpoint(path, mmap=True)
+    except UpdownError as e:
+        raise UpdownError(f"ckpt={e}") from None
+    if "hyper_parameters" not in checkpoint:
+        raise UpdownError(f"ckpt={path}: no hyper_parameters; give a checkpoint of python -m updown_vqa.train")
+    return "vqa" if "answers" in checkpoint["hyper_parameters"] else "caption"
 
 
 def split_files(cfg: DictConfig) -> dict:
