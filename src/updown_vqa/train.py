@@ -82,8 +82,9 @@ def train(cfg: DictConfig) -> dict:
     if getattr(checkpoint, "best_model_score", None) is not None:
         metrics["best"] = float(checkpoint.best_model_score)
         metrics["best_checkpoint"] = checkpoint.best_model_path
-        print(f"best {checkpoint.monitor} {metrics['best']:.2f} at {checkpoint.best_model_path} "
-              f"(checkpoints in {checkpoint.dirpath})", flush=True)
+        if trainer.is_global_zero:  # one summary line, not one per DDP process
+            print(f"best {checkpoint.monitor} {metrics['best']:.2f} at {checkpoint.best_model_path} "
+                  f"(checkpoints in {checkpoint.dirpath})", flush=True)
     if not smoke and trainer.is_global_zero and trainer.state.status == "finished":
         write_finished(cfg.checkpoint.dirpath, {"monitor": cfg.checkpoint.monitor, **metrics})
     return metrics
