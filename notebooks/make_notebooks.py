@@ -135,7 +135,7 @@ CKPT_DATA = None  # the paths.data_dir it was trained on, e.g. "../data"; None: 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-data_dir = os.path.abspath(CKPT_DATA) if CKPT else DATA_DIR'''),
+data_dir = os.path.abspath(CKPT_DATA) if CKPT_DATA else DATA_DIR'''),
     new_code_cell(SMALL + '''
 from updown_vqa.answer import load_model
 from updown_vqa.train import train
