@@ -64,8 +64,8 @@ def _random_weights(model: str, reason: str, allow_random: bool, seed: int, url:
             f"torchvision weight name such as DEFAULT whose file is in {torch.hub.get_dir()}"
             "/checkpoints), or allow_random_weights=true for random features (smoke tests only)"
         )
-    log.warning("%s: %s; using random weights (seed %d): features will be meaningless", model,
-                reason, seed)
+    log.warning("%s: %s; using random weights (seed %d): enough for the built-in shapes dataset, "
+                "not for real images", model, reason, seed)
     return {"weights": "random", "seed": seed}
 
 
