@@ -3,7 +3,7 @@
 A worker's batch reaches the main process through shared memory, and a fresh segment per batch means
 faulting in every page of it: on the machine of docs/throughput.md, 280 ms for the 150 MB of a
 512 x 36 x 2048 float32 batch, three times the reads that fill it. So each worker writes its features
-into one of a few slots it keeps, and the main process frees a slot once nothing there refers to the
+into one of a few slots made once, and the main process frees a slot once nothing there refers to the
 batch any more (a weak reference to its storage has expired), or at once when the loader pinned a
 copy. A worker whose slots are all taken (a caller that keeps its batches) sends a fresh segment.
 """
@@ -17,15 +17,19 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader, get_worker_info
 
 _WORKER_POOL: SlotPool | None = None  # this worker process's pool, set by `SlotPool.init_worker`
+SLOT_BYTES_PER_WORKER = 256 << 20  # slots per worker: as many as fit, at least one (512 x 36 x 2048 fp32: 1)
 
 
 class SlotPool:
-    """`slots_per_worker` buffers per worker; `busy` flags live in shared memory, made before the fork."""
+    """Slots of `slot_bytes` for each worker, as many as fit in `budget` bytes (at most `max_slots`), made
+    in the main process before the workers start; a slot takes memory once a worker first fills it."""
 
-    def __init__(self, num_workers: int, slots_per_worker: int):
-        self.slots_per_worker = slots_per_worker
-        self.busy = torch.zeros(num_workers * slots_per_worker, dtype=torch.uint8).share_memory_()
-        self._storages: dict[int, torch.UntypedStorage] = {}  # in the worker: its slots' buffers
+    def __init__(self, num_workers: int, slot_bytes: int, max_slots: int = 4, budget: int | None = None):
+        budget = budget or SLOT_BYTES_PER_WORKER
+        self.slot_bytes, self.slots_per_worker = slot_bytes, min(max_slots, max(1, budget // slot_bytes))
+        count = num_workers * self.slots_per_worker
+        self.busy = torch.zeros(count, dtype=torch.uint8).share_memory_()
+        self.storages = [torch.UntypedStorage._new_shared(max(1, slot_bytes)) for _ in range(count)]  # lazy pages
         self._handed_out: list[tuple[int, StorageWeakRef]] = []  # in the main process
         self.fresh = 0  # batches that came in a fresh segment, all slots being taken
 
@@ -39,13 +43,9 @@ class SlotPool:
         nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
         first = get_worker_info().id * self.slots_per_worker
         for slot in range(first, first + self.slots_per_worker):
-            if self.busy[slot]:
-                continue
-            storage = self._storages.get(slot)
-            if storage is None or storage.nbytes() < nbytes:
-                storage = self._storages[slot] = torch.UntypedStorage._new_shared(max(1, nbytes))
-            self.busy[slot] = 1
-            return torch.empty(0, dtype=dtype).set_(storage, 0, shape), slot
+            if not self.busy[slot] and nbytes <= self.slot_bytes:
+                self.busy[slot] = 1
+                return torch.empty(0, dtype=dtype).set_(self.storages[slot], 0, shape), slot
         return torch.empty(0, dtype=dtype).set_(torch.UntypedStorage._new_shared(max(1, nbytes)), 0, shape), -1
 
     def hand_out(self, batch: dict) -> dict:
@@ -72,7 +72,7 @@ def worker_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Ten
 
 
 class SlotDataLoader(DataLoader):
-    """A DataLoader whose workers write features into recycled slots of `pool`."""
+    """A DataLoader whose workers write features into the recycled slots of `pool`."""
 
     def __init__(self, *args, pool: SlotPool, **kwargs):
         super().__init__(*args, worker_init_fn=pool.init_worker, **kwargs)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from updown_vqa import batch_slots
 from updown_vqa.data import VQADataModule, VQADataset
 from updown_vqa.errors import UpdownError
 from updown_vqa.features.store import FeatureStore
@@ -122,10 +123,11 @@ def time_batches(batches, count: int, warmup: int, bytes_per_sample: int, step=N
     return result | ({"memory": probe()} if probe else {})
 
 
-def pss_mb(pid: int) -> float:
-    """Proportional set size of a process (shared pages divided among their users), in MB."""
+def pss_mb(pid: int, field: str = "Pss") -> float:
+    """Proportional set size of a process (shared pages divided among their users), in MB; `field`
+    Pss_Anon, Pss_File or Pss_Shmem for a part of it."""
     with open(f"/proc/{pid}/smaps_rollup") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
+        return next(int(line.split()[1]) for line in f if line.startswith(f"{field}:")) / 1024
 
 
 def children(pid: int) -> list[int]:
@@ -142,8 +144,9 @@ def memory_probe(feature_bytes: int):
     def probe() -> dict:
         main, workers = pss_mb(os.getpid()), [pss_mb(c) for c in children(os.getpid())]
         tree = main + sum(workers)
+        shmem = [pss_mb(c, "Pss_Shmem") for c in children(os.getpid())]  # batches in flight, slots
         return {"main_mb": main, "workers_mb": workers, "max_worker_mb": max(workers, default=0.0),
-                "tree_mb": tree, "feature_mb": feature_bytes / 1e6, "tree_over_features": tree * 1e6 / feature_bytes}
+                "workers_shmem_mb": shmem, "tree_mb": tree, "feature_mb": feature_bytes / 1e6, "tree_over_features": tree * 1e6 / feature_bytes}
     return probe
 
 
@@ -193,6 +196,8 @@ def _read_through(path: str) -> None:
 
 
 def run_loader(args, root: str) -> dict:
+    if args.slot_mb:
+        batch_slots.SLOT_BYTES_PER_WORKER = args.slot_mb << 20
     data = _data(args, root)
     _read_through(data["train"]["features"])
     dm = datamodule(data, args.batch_size, args.num_workers, args.pin_memory, args.feature_cache,
@@ -222,11 +227,13 @@ def run_train(args, root: str) -> dict:
                     seed=args.seed)
     device = _device(args.device)
     runs = {"lightning": [], "plain": []}
-    for _ in range(args.repeats):  # alternated, so that a busy moment hurts both alike
-        runs["plain"].append(plain_throughput(train_model(dm, args), dm, args.batches, args.warmup,
-                                              args.precision, device))
-        runs["lightning"].append(lightning_throughput(train_model(dm, args), dm, args.batches, args.warmup,
-                                                      args.precision, device.type))
+    measure = {"plain": lambda: plain_throughput(train_model(dm, args), dm, args.batches, args.warmup,
+                                                 args.precision, device),
+               "lightning": lambda: lightning_throughput(train_model(dm, args), dm, args.batches, args.warmup,
+                                                         args.precision, device.type)}
+    for i in range(args.repeats):  # alternated, each first in turn, so that a busy moment hurts both alike
+        for name in sorted(measure, reverse=i % 2 == 1):
+            runs[name].append(measure[name]())
     return {name: best(r) for name, r in runs.items()}
 
 
@@ -277,6 +284,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     loader.add_argument("--naive-batches", type=int, help="timed batches of the naive reference (default M)")
     loader.add_argument("--memory", action="store_true", help="report PSS of the process and each worker")
     loader.add_argument("--rounds", type=int, default=1, help="alternate the three, report the best of each")
+    loader.add_argument("--slot-mb", type=int, help="recycled batch buffers per worker, MiB (default 256)")
     train.add_argument("--nonlinearity", default="gated_tanh", choices=["gated_tanh", "relu"])
     train.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
     train.add_argument("--compile", action="store_true", help="torch.compile the model")

@@ -262,13 +262,19 @@ class VQADataModule(pl.LightningDataModule):
         self.samplers[split] = sampler
         num_workers = 0 if self.feature_cache == "device" else self.num_workers  # batches are index lists
         workers = num_workers > 0
-        make = partial(SlotDataLoader, pool=SlotPool(num_workers, self.prefetch_factor + 4)) if workers else DataLoader
+        make = partial(SlotDataLoader, pool=self._slot_pool(split, num_workers)) if workers else DataLoader
         # Its own generator: a new iterator then draws nothing from the global RNG, which resuming restores.
         return make(self.datasets[split], sampler=sampler, batch_size=None,
                           num_workers=num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.persistent_workers and workers,
                           prefetch_factor=self.prefetch_factor if workers else None,
                           generator=torch.Generator())
+
+    def _slot_pool(self, split: str, num_workers: int) -> SlotPool:
+        """Recycled buffers for the features of `num_workers` workers' batches (see batch_slots)."""
+        table, boxes = self.table, self.datasets[split].stores.max_boxes
+        slot_bytes = self.batch_size * boxes * table.feature_dim * table.dtype.itemsize
+        return SlotPool(num_workers, slot_bytes, max_slots=self.prefetch_factor + 3)  # queued, held, freed late
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
