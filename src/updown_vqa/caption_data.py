@@ -218,6 +218,7 @@ class CaptionDataModule(pl.LightningDataModule):
         self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
         self.datasets: dict[str, Dataset] = {}
         self.samplers: dict[str, BatchSampler] = {}
+        self.train_position: dict | None = None  # {"epoch", "start_batch"} a resumed run starts from
 
     def _preprocess(self) -> str:
         return preprocess_captions(self.splits, self.cache_dir, **self.preprocess_args)
@@ -271,18 +272,22 @@ class CaptionDataModule(pl.LightningDataModule):
             raise UpdownError(f"no '{split}' split configured: set data.{split}.features (and captions)")
         trainer, dataset = self.trainer, self.datasets[split]
         shards = {"num_replicas": trainer.world_size if trainer else 1,
-                  "rank": trainer.global_rank if trainer else 0}
+                  "rank": trainer.global_rank if trainer else 0, "pad": split == "train"}
         if isinstance(dataset, CaptionPairs):
             sampler = LengthGroupedSampler(dataset.lengths.numpy(), batch_size, self.length_group,
                                            shuffle=shuffle, seed=self.seed, **shards)
         else:
             sampler = BatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=self.seed, **shards)
+        if split == "train" and self.train_position:  # resuming: the batch that would have come next
+            sampler.load_state_dict(self.train_position)
+            self.train_position = None
         self.samplers[split] = sampler
         workers = self.num_workers > 0
         return DataLoader(dataset, sampler=sampler, batch_size=None,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.persistent_workers and workers,
-                          prefetch_factor=self.prefetch_factor if workers else None)
+                          prefetch_factor=self.prefetch_factor if workers else None,
+                          generator=torch.Generator())  # draws nothing from the RNG that resuming restores
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)
