@@ -17,15 +17,13 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils.data import DataLoader, get_worker_info
 
 _WORKER_POOL: SlotPool | None = None  # this worker process's pool, set by `SlotPool.init_worker`
-SLOT_BYTES_PER_WORKER = 256 << 20  # slots per worker: as many as fit, at least one (512 x 36 x 2048 fp32: 1)
 
 
 class SlotPool:
     """Slots of `slot_bytes` for each worker, as many as fit in `budget` bytes (at most `max_slots`), made
     in the main process before the workers start; a slot takes memory once a worker first fills it."""
 
-    def __init__(self, num_workers: int, slot_bytes: int, max_slots: int = 4, budget: int | None = None):
-        budget = budget or SLOT_BYTES_PER_WORKER
+    def __init__(self, num_workers: int, slot_bytes: int, max_slots: int = 4, budget: int = 256 << 20):
         self.slot_bytes, self.slots_per_worker = slot_bytes, min(max_slots, max(1, budget // slot_bytes))
         count = num_workers * self.slots_per_worker
         self.busy = torch.zeros(count, dtype=torch.uint8).share_memory_()

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from updown_vqa import batch_slots
 from updown_vqa.data import VQADataModule, VQADataset
 from updown_vqa.errors import UpdownError
 from updown_vqa.features.store import FeatureStore
@@ -196,12 +195,10 @@ def _read_through(path: str) -> None:
 
 
 def run_loader(args, root: str) -> dict:
-    if args.slot_mb:
-        batch_slots.SLOT_BYTES_PER_WORKER = args.slot_mb << 20
     data = _data(args, root)
     _read_through(data["train"]["features"])
     dm = datamodule(data, args.batch_size, args.num_workers, args.pin_memory, args.feature_cache,
-                    seed=args.seed)
+                    seed=args.seed, worker_buffer_mb=args.worker_buffer_mb)
     device, dataset = _device(args.device), dm.datasets["train"]
     item = dataset.stores.max_boxes * dm.table.feature_dim * dm.table.dtype.itemsize
     runs = {"project": [], "naive": [], "memcpy": []}
@@ -284,7 +281,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     loader.add_argument("--naive-batches", type=int, help="timed batches of the naive reference (default M)")
     loader.add_argument("--memory", action="store_true", help="report PSS of the process and each worker")
     loader.add_argument("--rounds", type=int, default=1, help="alternate the three, report the best of each")
-    loader.add_argument("--slot-mb", type=int, help="recycled batch buffers per worker, MiB (default 256)")
+    loader.add_argument("--worker-buffer-mb", type=int, default=256,
+                        help="recycled batch buffers per worker (data.worker_buffer_mb)")
     train.add_argument("--nonlinearity", default="gated_tanh", choices=["gated_tanh", "relu"])
     train.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
     train.add_argument("--compile", action="store_true", help="torch.compile the model")

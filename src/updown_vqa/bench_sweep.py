@@ -57,10 +57,20 @@ def measure(cfg: DictConfig) -> dict:
 
 def job_settings(cfg: DictConfig) -> dict:
     """What the report groups by, and the machine it ran on."""
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor()})"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"{_cpu_name()}, no GPU"
     return {"batch_size": cfg.data.batch_size, "num_workers": cfg.data.num_workers,
             "pin_memory": cfg.data.pin_memory, "feature_cache": cfg.data.get("feature_cache", "none"),
             "precision": cfg.trainer.precision, "device": device, "cpus": os.cpu_count()}
+
+
+def _cpu_name() -> str:
+    """The CPU model and core count, e.g. 'Intel(R) Xeon(R) Processor x2'."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        name = ""
+    return f"{name or platform.processor() or 'CPU'} x{os.cpu_count()}"
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="sweep_loader")

@@ -178,7 +178,8 @@ class VQADataModule(pl.LightningDataModule):
 
     Each split is {questions, annotations, features}, each a path or a list of paths. `builder`, when
     given, is called by `prepare_data` to create missing files (the built-in `shapes` dataset).
-    `feature_cache` (none | ram | device) says where region features are read from during training.
+    `feature_cache` (none | ram | device) says where region features are read from during training;
+    `worker_buffer_mb` bounds each worker's recycled batch buffers (more: faster workers, more memory).
     """
 
     def __init__(self, train: dict, val: dict, cache_dir: str, test: dict | None = None,
@@ -186,7 +187,7 @@ class VQADataModule(pl.LightningDataModule):
                  min_answer_count: int = 9, answer_splits=("train",), vocab_splits=("train",),
                  batch_size: int = 512, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = True, prefetch_factor: int = 2, seed: int = 0,
-                 feature_cache: str = "none"):
+                 feature_cache: str = "none", worker_buffer_mb: int = 256):
         super().__init__()
         self.splits = {k: dict(v) for k, v in {"train": train, "val": val, "test": test}.items() if v}
         self.cache_dir, self.builder = cache_dir, builder
@@ -196,6 +197,7 @@ class VQADataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.persistent_workers, self.prefetch_factor, self.seed = persistent_workers, prefetch_factor, seed
         self.feature_cache = feature_cache  # none | ram | device: see updown_vqa.features.regions
+        self.worker_buffer_mb = worker_buffer_mb  # recycled batch buffers per worker: see batch_slots
         self.table: RegionTable | None = None
         self.datasets: dict[str, VQADataset] = {}
         self.samplers: dict[str, BatchSampler] = {}
@@ -274,7 +276,8 @@ class VQADataModule(pl.LightningDataModule):
         """Recycled buffers for the features of `num_workers` workers' batches (see batch_slots)."""
         table, boxes = self.table, self.datasets[split].stores.max_boxes
         slot_bytes = self.batch_size * boxes * table.feature_dim * table.dtype.itemsize
-        return SlotPool(num_workers, slot_bytes, max_slots=self.prefetch_factor + 3)  # queued, held, freed late
+        return SlotPool(num_workers, slot_bytes, max_slots=self.prefetch_factor + 3,  # queued, held, freed late
+                        budget=self.worker_buffer_mb << 20)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
