@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from updown_vqa.errors import UpdownError
 from updown_vqa.features.boxes import BoxExtractor, check_boxes
-from updown_vqa.features.detector import RegionExtractor, build_detector
+from updown_vqa.features.detector import RegionExtractor, build_detector, trained_detector
 from updown_vqa.features.images import extract_to_store, list_images
 from updown_vqa.features.rois import build_trunk, normalize_images, weights_record
 from updown_vqa.features.store import FeatureStore
@@ -78,6 +78,9 @@ def make_recipe(cfg: DictConfig) -> dict:
               "image_size": int(cfg.image_size), "spatial_features": bool(cfg.spatial_features)}
     if cfg.mode == "regions":
         recipe |= {key: cfg.detector[key] for key in DETECTOR_KEYS}
+        trained = trained_detector(cfg.weights)
+        if trained:  # a train_detector checkpoint brings its own architecture and classes
+            recipe |= {"backbone": trained["backbone"], "num_classes": trained["num_classes"]}
         recipe["feature_pooling"] = "RoIAlign 1x1 on C5 (layer4) of the detector's ResNet body"
     else:
         recipe["stage"] = cfg.stage

@@ -24,18 +24,19 @@ def build_model(cfg: DictConfig, datamodule) -> pl.LightningModule:
     """The configured LightningModule, sized from the data (vocabulary, answers, feature size)."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     feature_dim = model_cfg.pop("feature_dim", None)
-    features = datamodule.splits["train"].get("features")
-    if feature_dim is not None and feature_dim != datamodule.feature_dim:
-        raise UpdownError(f"{features}: features are {datamodule.feature_dim}-d but model.feature_dim="
-                          f"{feature_dim}; drop model.feature_dim or use matching features")
-    if hasattr(datamodule, "model_kwargs"):  # task=caption: vocabulary and caption length
+    if hasattr(datamodule, "model_kwargs"):  # task=caption, train_detector: what the data decides
         data_kwargs = datamodule.model_kwargs()
     else:
         data_kwargs = {"vocab": datamodule.vocab, "answers": datamodule.answers,
                        "max_question_length": cfg.data.get("max_question_length", 14)}
+    if getattr(datamodule, "feature_dim", None) is not None:  # models of feature stores
+        features = datamodule.splits["train"].get("features")
+        if feature_dim is not None and feature_dim != datamodule.feature_dim:
+            raise UpdownError(f"{features}: features are {datamodule.feature_dim}-d but model.feature_dim="
+                              f"{feature_dim}; drop model.feature_dim or use matching features")
+        data_kwargs |= {"feature_dim": datamodule.feature_dim, "feature_attrs": datamodule.feature_attrs}
     # _convert_: plain lists and dicts in hparams, so checkpoints load with weights_only=True
-    return instantiate(model_cfg, _convert_="all", feature_dim=datamodule.feature_dim,
-                       feature_attrs=datamodule.feature_attrs, **data_kwargs)
+    return instantiate(model_cfg, _convert_="all", **data_kwargs)
 
 
 def check_checkpoint(path: str, model: pl.LightningModule) -> None:

@@ -17,9 +17,12 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 from torchvision.models.detection import FasterRCNN
-from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.image_list import ImageList
-from torchvision.ops import clip_boxes_to_image
+from torchvision.ops import MultiScaleRoIAlign, clip_boxes_to_image
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from updown_vqa.errors import UpdownError
 from updown_vqa.features.rois import pool_boxes
@@ -28,12 +31,29 @@ from updown_vqa.features.selection import select_regions
 C5_STRIDE = 32
 
 
+# Architecture settings a trained detector's checkpoint records (train_detector), so that
+# extraction rebuilds the same network: see `detector_spec`.
+SPEC_DEFAULTS = {"backbone": "resnet50", "num_classes": 91, "anchor_sizes": None,
+                 "aspect_ratios": [0.5, 1.0, 2.0], "representation_size": 1024, "norm": "frozen", "fpn_channels": 256,
+                 "roi_sampling_ratio": 2}
+
+
 def build_detector(backbone: str = "resnet50", weights: str | None = None, num_classes: int = 91,
-                   image_size: int = 600, proposals: int = 300, seed: int = 0) -> FasterRCNN:
+                   image_size: int = 600, proposals: int = 300, seed: int = 0,
+                   anchor_sizes=None, aspect_ratios=(0.5, 1.0, 2.0), representation_size: int = 1024,
+                   norm: str = "frozen", fpn_channels: int = 256, roi_sampling_ratio: int = 2,
+                   trainable_layers: int = 0) -> FasterRCNN:
     """A Faster R-CNN with a ResNet-FPN backbone, in eval mode, for square image_size inputs.
 
     `weights`: a torchvision weight name of fasterrcnn_{backbone}_fpn (e.g. COCO_V1 for resnet50),
-    a state-dict path, or None for a seeded random initialisation. num_classes counts background.
+    a state-dict path, a checkpoint of `python -m updown_vqa.train_detector` (its recorded
+    architecture replaces the arguments), or None for a seeded random initialisation.
+    num_classes counts background. anchor_sizes: one size per FPN level (five), None for
+    torchvision's 32..512; norm: "frozen" (torchvision's FrozenBatchNorm2d) or "batch" (trainable
+    BatchNorm2d, for training from scratch); fpn_channels: 256 in torchvision, fewer for small CPU
+    models (the FPN and RPN convolutions cost more than a ResNet-18 at 256); roi_sampling_ratio: the
+    box head's RoIAlign samples per bin side (2 in torchvision; 1 is 4x cheaper, whose backward
+    dominates training on a CPU).
     """
     settings = {"min_size": image_size, "max_size": image_size,
                 "rpn_pre_nms_top_n_test": max(1000, proposals), "rpn_post_nms_top_n_test": proposals}
@@ -44,19 +64,76 @@ def build_detector(backbone: str = "resnet50", weights: str | None = None, num_c
                            **settings).eval()
         except ValueError as e:
             raise UpdownError(f"weights={weights}: {e}; set detector.num_classes to match") from None
+    state = _read_weights(weights) if weights else None
+    spec = detector_spec(state) if state is not None else None
+    if spec:  # a train_detector checkpoint: its own architecture
+        backbone, num_classes, anchor_sizes = spec["backbone"], spec["num_classes"], spec["anchor_sizes"]
+        aspect_ratios, representation_size, norm = (spec["aspect_ratios"], spec["representation_size"],
+                                                     spec["norm"])
+        fpn_channels, roi_sampling_ratio = spec["fpn_channels"], spec["roi_sampling_ratio"]
+    if norm not in ("frozen", "batch"):
+        raise UpdownError(f"norm={norm!r}: choose frozen (pretrained trunks) or batch (from scratch)")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        body = resnet_fpn_backbone(backbone_name=backbone, weights=None, trainable_layers=0)
-        detector = FasterRCNN(body, num_classes=num_classes, **settings)
-    if weights:
-        _load(detector, weights)
+        norm_layer = nn.BatchNorm2d if norm == "batch" else FrozenBatchNorm2d
+        body = resnet_fpn(backbone, norm_layer, 5 if norm == "batch" else trainable_layers, fpn_channels)
+        parts = {}
+        if anchor_sizes is not None:
+            sizes = tuple((int(size),) for size in anchor_sizes)
+            parts["rpn_anchor_generator"] = AnchorGenerator(sizes, (tuple(aspect_ratios),) * len(sizes))
+        if roi_sampling_ratio != 2:
+            parts["box_roi_pool"] = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, roi_sampling_ratio)
+        if representation_size != 1024:
+            resolution = 7  # MultiScaleRoIAlign's output, as torchvision's default box head
+            parts["box_head"] = TwoMLPHead(body.out_channels * resolution**2, representation_size)
+            parts["box_predictor"] = FastRCNNPredictor(representation_size, num_classes)
+            num_classes = None  # given through the predictor
+        detector = FasterRCNN(body, num_classes=num_classes, **parts, **settings)
+    if state is not None:
+        _load(detector, weights, state)
     return detector.eval()
 
 
-def _load(detector: nn.Module, path: str) -> None:
+def resnet_fpn(backbone: str, norm_layer, trainable_layers: int, fpn_channels: int) -> BackboneWithFPN:
+    """torchvision's resnet_fpn_backbone (same module names, so its state dicts load) with a chosen
+    FPN width; stages before the last `trainable_layers` are frozen."""
+    trunk = getattr(torchvision.models, backbone)(weights=None, norm_layer=norm_layer)
+    train = ["layer4", "layer3", "layer2", "layer1", "conv1"][:trainable_layers]
+    train += ["bn1"] if trainable_layers == 5 else []
+    for name, parameter in trunk.named_parameters():
+        parameter.requires_grad_(any(name.startswith(layer) for layer in train))
+    c2 = trunk.inplanes // 8  # layer1's channels: 64 (basic blocks) or 256 (bottlenecks)
+    return BackboneWithFPN(trunk, {f"layer{k}": str(k - 1) for k in range(1, 5)},
+                           [c2 * 2**k for k in range(4)], fpn_channels)
+
+
+def _read_weights(path: str) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UpdownError(f"weights={path}: cannot load it as a state dict or checkpoint "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+def detector_spec(state: dict) -> dict | None:
+    """The architecture a train_detector checkpoint records, or None for a plain state dict."""
+    spec = state.get("hyper_parameters", {}).get("detector") if isinstance(state, dict) else None
+    return {**SPEC_DEFAULTS, **spec} if isinstance(spec, dict) else None
+
+
+def trained_detector(weights: str | None) -> dict | None:
+    """The recorded architecture when `weights` is a train_detector checkpoint, else None."""
+    if not weights or not str(weights).endswith(".ckpt") or not os.path.isfile(weights):
+        return None
+    return detector_spec(_read_weights(weights))
+
+
+def _load(detector: nn.Module, path: str, state: dict) -> None:
     """Load a state dict saved from the same architecture, with an error that says what differs."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and ("model" in state or "state_dict" in state):
+    if "hyper_parameters" in state and "state_dict" in state:  # a train_detector checkpoint
+        prefix = "detector."
+        state = {k[len(prefix):]: v for k, v in state["state_dict"].items() if k.startswith(prefix)}
+    elif isinstance(state, dict) and ("model" in state or "state_dict" in state):
         state = state.get("model", state.get("state_dict"))
     try:
         detector.load_state_dict(state)

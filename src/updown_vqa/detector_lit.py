@@ -1,0 +1,143 @@
+"""The bottom-up detector's training: a torchvision Faster R-CNN plus Anderson et al.'s attribute head.
+
+Anderson et al. (2018, section 3.1) add to Faster R-CNN an attribute classifier: the region's
+feature concatenated with a learned embedding of its ground-truth object class feeds a softmax over
+attributes and "no attribute". Here the region feature is the box head's output (torchvision's
+TwoMLPHead, the counterpart of the paper's mean-pooled res5 output) at each ground-truth box, and an
+object with several attributes contributes one softmax cross-entropy term per attribute, as the
+original multi-label softmax does. The loss is the four Faster R-CNN losses plus
+`attribute_loss_weight` times the attribute loss.
+
+Validation logs `val/map50` (torchmetrics mean average precision at IoU 0.5, over the object classes),
+`val/map` (IoU 0.5:0.95) and `val/attr_acc` (the top attribute at ground-truth boxes, given the
+class, is one of the object's attributes).
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.detection import MeanAveragePrecision
+
+from updown_vqa.features.detector import build_detector
+
+
+class AttributeHead(nn.Module):
+    """concat(region feature, class embedding) -> hidden (ReLU) -> attribute logits."""
+
+    def __init__(self, feature_dim: int, num_classes: int, num_attributes: int, embed_dim: int = 256,
+                 hidden_dim: int = 512):
+        super().__init__()
+        self.class_embedding = nn.Embedding(num_classes, embed_dim)
+        self.hidden = nn.Linear(feature_dim + embed_dim, hidden_dim)
+        self.classifier = nn.Linear(hidden_dim, num_attributes)
+
+    def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([features, self.class_embedding(labels)], dim=-1)
+        return self.classifier(F.relu(self.hidden(x)))
+
+
+def attribute_loss(logits: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy with one term per listed attribute: logits [N, A], attributes [N, M] (-1 pads)."""
+    if attributes.numel() == 0:
+        return logits.sum() * 0
+    targets = attributes.reshape(-1)
+    repeated = logits.repeat_interleave(attributes.shape[1], dim=0)
+    return F.cross_entropy(repeated, targets.clamp(min=0), reduction="none")[targets >= 0].mean()
+
+
+class BottomUpDetector(pl.LightningModule):
+    """Trains the detector; its checkpoint is a `weights=` for `extract mode=regions`.
+
+    `detector` holds the architecture (build_detector's arguments: backbone, anchor_sizes,
+    aspect_ratios, representation_size, norm) and is saved in the checkpoint, with the class and
+    attribute names, so that extraction rebuilds the same network from the file alone.
+    """
+
+    def __init__(self, classes: list[str], attributes: list[str], detector: dict, image_size: int = 600,
+                 lr: float = 1e-3, weight_decay: float = 1e-4, warmup_steps: int = 200,
+                 lr_milestones: tuple[int, ...] = (), lr_decay_rate: float = 0.1,
+                 attribute_loss_weight: float = 0.5, attribute_embed_dim: int = 256,
+                 attribute_hidden_dim: int = 512, box_batch_size_per_image: int = 512,
+                 rpn_batch_size_per_image: int = 256, proposals: int = 300, seed: int = 0):
+        super().__init__()
+        classes, attributes = [str(c) for c in classes], [str(a) for a in attributes]
+        detector = {**dict(detector), "num_classes": len(classes) + 1}
+        lr_milestones = [int(m) for m in lr_milestones]
+        self.save_hyperparameters()  # plain containers: the checkpoint loads with weights_only
+        self.detector = build_detector(image_size=image_size, proposals=proposals, seed=seed, **detector)
+        self.detector.train()  # built for inference; Lightning keeps each module's mode
+        heads = self.detector.roi_heads
+        heads.fg_bg_sampler.batch_size_per_image = box_batch_size_per_image
+        self.detector.rpn.fg_bg_sampler.batch_size_per_image = rpn_batch_size_per_image
+        representation = heads.box_predictor.cls_score.in_features
+        self.attribute_head = AttributeHead(representation, len(classes) + 1, len(attributes),
+                                            attribute_embed_dim, attribute_hidden_dim)
+        self.map = MeanAveragePrecision(iou_type="bbox", class_metrics=False)
+        self.attr_correct = self.attr_total = 0
+
+    def _region_features(self, features: dict, boxes: list[torch.Tensor], sizes) -> torch.Tensor:
+        heads = self.detector.roi_heads
+        return heads.box_head(heads.box_roi_pool(features, boxes, sizes))
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        detector = self.detector
+        image_list, targets = detector.transform(images, [dict(t) for t in targets])
+        features = detector.backbone(image_list.tensors)
+        proposals, rpn_losses = detector.rpn(image_list, features, targets)
+        _, box_losses = detector.roi_heads(features, proposals, image_list.image_sizes, targets)
+        boxes = [t["boxes"] for t in targets]
+        regions = self._region_features(features, boxes, image_list.image_sizes)
+        labels = torch.cat([t["labels"] for t in targets])
+        logits = self.attribute_head(regions, labels)
+        attr_loss = attribute_loss(logits, torch.cat([t["attributes"] for t in targets]))
+        losses = {**rpn_losses, **box_losses}
+        loss = sum(losses.values()) + self.hparams.attribute_loss_weight * attr_loss
+        size = len(images)
+        for name, value in losses.items():
+            self.log(f"train/{name}", value, batch_size=size)
+        self.log("train/loss_attributes", attr_loss, batch_size=size)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        return loss
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict]:
+        """Detections per image: {"boxes", "labels", "scores"} in the images' pixels."""
+        return self.detector(images)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, targets = batch
+        detections = self.detector(images)
+        self.map.update([{k: d[k] for k in ("boxes", "scores", "labels")} for d in detections],
+                        [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+        # Attributes at the ground-truth boxes, given the class (the head's training condition).
+        image_list, scaled = self.detector.transform(images, [dict(t) for t in targets])
+        features = self.detector.backbone(image_list.tensors)
+        regions = self._region_features(features, [t["boxes"] for t in scaled], image_list.image_sizes)
+        labels = torch.cat([t["labels"] for t in targets])
+        predicted = self.attribute_head(regions, labels).argmax(dim=-1, keepdim=True)
+        attributes = torch.cat([t["attributes"] for t in targets])
+        self.attr_correct += int((predicted == attributes).any(dim=1).sum())
+        self.attr_total += len(attributes)
+
+    def on_validation_epoch_end(self) -> None:
+        result = self.map.compute()
+        self.map.reset()
+        self.log("val/map50", float(result["map_50"]), prog_bar=True)
+        self.log("val/map", float(result["map"]))
+        self.log("val/attr_acc", self.attr_correct / max(self.attr_total, 1))
+        self.attr_correct = self.attr_total = 0
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+
+        def factor(step: int) -> float:  # linear warm-up, then steps down at the milestones (epochs)
+            warm = min(1.0, (step + 1) / max(hp.warmup_steps, 1))
+            epoch = self.trainer.current_epoch if self._trainer is not None else 0
+            return warm * hp.lr_decay_rate ** sum(epoch >= m for m in hp.lr_milestones)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

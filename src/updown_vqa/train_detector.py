@@ -1,0 +1,34 @@
+"""Train the bottom-up detector: `python -m updown_vqa.train_detector [key=value ...]` (Hydra).
+
+The same run folders, checkpoints and resuming as `updown_vqa.train` (conf/train_detector.yaml).
+The best checkpoint, by val/map50, is a `weights=` for `python -m updown_vqa.extract mode=regions`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from updown_vqa.errors import UpdownError
+from updown_vqa.paths import config_dir
+from updown_vqa.train import train
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train_detector")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        metrics = train(cfg)
+    except UpdownError as e:
+        log.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    return metrics.get("best")
+
+
+if __name__ == "__main__":
+    main()
