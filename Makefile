@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train train-caption test test-fast lint tensorboard clean
+.PHONY: train train-caption train-detector shapes-regions test test-fast lint tensorboard clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,23 @@ train: $(STAMP)
 
 train-caption: $(STAMP)
 	$(PY) -m updown_vqa.train task=caption $(ARGS)
+
+train-detector: $(STAMP)
+	$(PY) -m updown_vqa.train_detector $(ARGS)
+
+# VQA on shapes with bottom-up regions from the trained detector (docs/extraction.md):
+# train the detector (reported, not retrained, when its run has finished), extract, train.
+DATA ?= data
+OUTPUTS ?= outputs
+DETECTOR ?= $(OUTPUTS)/runs/detector_shapes/checkpoints/best.ckpt
+shapes-regions: $(STAMP)
+	$(PY) -m updown_vqa.train_detector paths.data_dir=$(DATA) paths.log_dir=$(OUTPUTS)
+	for split in train val; do \
+	  $(PY) -m updown_vqa.extract mode=regions images=$(DATA)/shapes/images/$$split \
+	    out=$(DATA)/shapes/shapes_$${split}_regions.h5 weights=$(DETECTOR) image_size=128 \
+	    spatial_features=true paths.log_dir=$(OUTPUTS) || exit 1; \
+	done
+	$(PY) -m updown_vqa.train experiment=shapes_regions paths.data_dir=$(DATA) paths.log_dir=$(OUTPUTS) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from updown_vqa.detector_data import DetectionDataModule, read_objects
-from updown_vqa.detector_lit import attribute_loss
+from updown_vqa.detector_lit import BottomUpDetector, attribute_loss
 from updown_vqa.errors import UpdownError
 from updown_vqa.extract import extract
 from updown_vqa.features.detector import build_detector
@@ -29,6 +30,21 @@ def test_attribute_loss_has_one_softmax_term_per_listed_attribute():
     terms = [F.cross_entropy(logits[0:1], torch.tensor([1])), F.cross_entropy(logits[0:1], torch.tensor([3])),
              F.cross_entropy(logits[1:2], torch.tensor([0]))]
     assert torch.isclose(attribute_loss(logits, attributes), torch.stack(terms).mean())
+
+
+def test_backbone_weights_start_the_detector_body(tmp_path):
+    trunk = torchvision.models.resnet18()
+    torch.nn.init.normal_(trunk.conv1.weight)
+    torch.save(trunk.state_dict(), tmp_path / "resnet18.pt")
+    spec = {"backbone": "resnet18", "norm": "frozen", "fpn_channels": 32, "representation_size": 64}
+    model = BottomUpDetector(["a"], ["__no_attribute__"], spec, image_size=64,
+                             backbone_weights=str(tmp_path / "resnet18.pt"), trainable_layers=2)
+    body = model.detector.backbone.body
+    assert torch.equal(body.conv1.weight, trunk.conv1.weight)
+    assert torch.equal(body.layer2[0].bn1.running_var, trunk.layer2[0].bn1.running_var)
+    assert not body.layer2[0].conv1.weight.requires_grad and body.layer3[0].conv1.weight.requires_grad
+    with pytest.raises(UpdownError, match="model.backbone_weights=IMAGENET_NOPE: .*neither a file nor a torchvision weight name"):
+        BottomUpDetector(["a"], ["__no_attribute__"], spec, backbone_weights="IMAGENET_NOPE")
 
 
 def write_vg(tmp_path, records, image_ids):

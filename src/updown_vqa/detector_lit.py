@@ -9,8 +9,8 @@ original multi-label softmax does. The loss is the four Faster R-CNN losses plus
 `attribute_loss_weight` times the attribute loss.
 
 Validation logs `val/map50` (torchmetrics mean average precision at IoU 0.5, over the object classes),
-`val/map` (IoU 0.5:0.95) and `val/attr_acc` (the top attribute at ground-truth boxes, given the
-class, is one of the object's attributes).
+`val/map` (IoU 0.5:0.95) and `val/attr_acc` (at ground-truth boxes, given the class: the fraction of
+listed attributes that rank among the object's top-k attribute scores, k the number it lists).
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
+from updown_vqa.errors import UpdownError
 from updown_vqa.features.detector import build_detector
+from updown_vqa.features.rois import load_resnet, weights_record
 
 
 class AttributeHead(nn.Module):
@@ -48,12 +50,28 @@ def attribute_loss(logits: torch.Tensor, attributes: torch.Tensor) -> torch.Tens
     return F.cross_entropy(repeated, targets.clamp(min=0), reduction="none")[targets >= 0].mean()
 
 
+def load_trunk(detector: nn.Module, backbone: str, weights: str) -> None:
+    """Start the detector's ResNet body from classification weights: a torchvision weight name found
+    in the local torch cache (e.g. IMAGENET1K_V1) or a state-dict path."""
+    try:
+        weights_record(backbone, weights)  # a clear error when the file is not in the cache
+    except UpdownError as e:
+        raise UpdownError(f"model.backbone_weights={weights}: {e}") from None
+    state = {k: v for k, v in load_resnet(backbone, weights).state_dict().items() if not k.startswith("fc.")}
+    missing, unexpected = detector.backbone.body.load_state_dict(state, strict=False)
+    if missing or [k for k in unexpected if not k.endswith("num_batches_tracked")]:
+        raise UpdownError(f"model.backbone_weights={weights}: not a {backbone} state dict "
+                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
 class BottomUpDetector(pl.LightningModule):
     """Trains the detector; its checkpoint is a `weights=` for `extract mode=regions`.
 
     `detector` holds the architecture (build_detector's arguments: backbone, anchor_sizes,
-    aspect_ratios, representation_size, norm) and is saved in the checkpoint, with the class and
-    attribute names, so that extraction rebuilds the same network from the file alone.
+    aspect_ratios, fpn_channels, representation_size, roi_sampling_ratio, norm) and is saved in the
+    checkpoint, with the class and attribute names, so that extraction rebuilds the same network from
+    the file alone. `backbone_weights` starts the ResNet body from classification weights;
+    `trainable_layers` (with norm "frozen") is how many of its last stages train, as in torchvision.
     """
 
     def __init__(self, classes: list[str], attributes: list[str], detector: dict, image_size: int = 600,
@@ -61,13 +79,17 @@ class BottomUpDetector(pl.LightningModule):
                  lr_milestones: tuple[int, ...] = (), lr_decay_rate: float = 0.1,
                  attribute_loss_weight: float = 0.5, attribute_embed_dim: int = 256,
                  attribute_hidden_dim: int = 512, box_batch_size_per_image: int = 512,
-                 rpn_batch_size_per_image: int = 256, proposals: int = 300, seed: int = 0):
+                 rpn_batch_size_per_image: int = 256, proposals: int = 300,
+                 backbone_weights: str | None = None, trainable_layers: int = 3, seed: int = 0):
         super().__init__()
         classes, attributes = [str(c) for c in classes], [str(a) for a in attributes]
         detector = {**dict(detector), "num_classes": len(classes) + 1}
         lr_milestones = [int(m) for m in lr_milestones]
         self.save_hyperparameters()  # plain containers: the checkpoint loads with weights_only
-        self.detector = build_detector(image_size=image_size, proposals=proposals, seed=seed, **detector)
+        self.detector = build_detector(image_size=image_size, proposals=proposals, seed=seed,
+                                       trainable_layers=trainable_layers, **detector)
+        if backbone_weights:
+            load_trunk(self.detector, detector["backbone"], backbone_weights)
         self.detector.train()  # built for inference; Lightning keeps each module's mode
         heads = self.detector.roi_heads
         heads.fg_bg_sampler.batch_size_per_image = box_batch_size_per_image
@@ -117,10 +139,14 @@ class BottomUpDetector(pl.LightningModule):
         features = self.detector.backbone(image_list.tensors)
         regions = self._region_features(features, [t["boxes"] for t in scaled], image_list.image_sizes)
         labels = torch.cat([t["labels"] for t in targets])
-        predicted = self.attribute_head(regions, labels).argmax(dim=-1, keepdim=True)
-        attributes = torch.cat([t["attributes"] for t in targets])
-        self.attr_correct += int((predicted == attributes).any(dim=1).sum())
-        self.attr_total += len(attributes)
+        logits = self.attribute_head(regions, labels)
+        attributes = torch.cat([t["attributes"] for t in targets])  # [N, M], -1 pads
+        listed = (attributes >= 0).sum(dim=1, keepdim=True)
+        # each listed attribute counts as found when it ranks among the object's top-(number listed)
+        ranks = (logits.unsqueeze(1) > logits.gather(1, attributes.clamp(min=0)).unsqueeze(2)).sum(dim=2)
+        found = (ranks < listed) & (attributes >= 0)
+        self.attr_correct += int(found.sum())
+        self.attr_total += int(listed.sum())
 
     def on_validation_epoch_end(self) -> None:
         result = self.map.compute()

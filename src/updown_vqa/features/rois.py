@@ -79,7 +79,7 @@ def build_trunk(backbone: str = "resnet152", weights: str | None = None, stage: 
         raise UpdownError(
             f"backbone={backbone!r} is not a torchvision ResNet (resnet18..resnet152)"
         )
-    net = _resnet(backbone, weights)
+    net = load_resnet(backbone, weights)
     layers = list(net.children())[:-2]  # drop avgpool and fc: the classic grid-feature trunk
     cut = [name for name, _ in net.named_children()].index(stage) + 1
     trunk = nn.Sequential(*layers[:cut]).eval()
@@ -89,7 +89,7 @@ def build_trunk(backbone: str = "resnet152", weights: str | None = None, stage: 
     return trunk, channels, stride
 
 
-def _resnet(backbone: str, weights: str | None) -> nn.Module:
+def load_resnet(backbone: str, weights: str | None) -> nn.Module:
     builder = getattr(torchvision.models, backbone)
     if weights is None:
         return builder(weights=None)
