@@ -103,17 +103,30 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def consume(batch) -> None:
+    """Read one value per 4 KiB page of the batch's features, as its consumer would (the model, or the
+    host-to-device copy). The first read of a page a worker filled maps it into this process, which costs
+    time and shares the page: its PSS is then split between the worker and this process."""
+    features = batch["features"] if isinstance(batch, dict) else batch
+    if isinstance(features, np.ndarray):
+        features = torch.from_numpy(features)
+    if features.device.type == "cpu" and features.numel():
+        features.reshape(-1)[:: max(1, 4096 // features.element_size())].sum()
+
+
 def time_batches(batches, count: int, warmup: int, bytes_per_sample: int, step=None, device=None,
                  probe=None) -> dict:
-    """Steady-state samples/s and MB/s of an iterator of batches, after `warmup` untimed batches."""
+    """Steady-state samples/s and MB/s of an iterator of batches, after `warmup` untimed batches;
+    each batch is consumed (`consume`) as a training step would."""
     device = device or torch.device("cpu")
     step = step or (lambda batch: batch)
     for _ in range(warmup):
-        step(next(batches))
+        consume(step(next(batches)))
     _sync(device)
     samples, start = 0, time.perf_counter()
     for _ in range(count):
         batch = step(next(batches))
+        consume(batch)
         samples += len(batch["features"] if isinstance(batch, dict) else batch)
     _sync(device)
     seconds = time.perf_counter() - start
