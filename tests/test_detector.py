@@ -97,6 +97,7 @@ def detector_config(data_dir: str, out_dir: str, *overrides: str):
             "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1", *overrides])
 
 
+@pytest.mark.slow
 def test_a_trained_detector_checkpoint_is_the_weights_of_region_extraction(data_dir, tmp_path):
     cfg = detector_config(data_dir, str(tmp_path))
     metrics = train(cfg)
