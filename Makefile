@@ -31,7 +31,7 @@ shapes-regions: $(STAMP)
 	for split in train val; do \
 	  $(PY) -m updown_vqa.extract mode=regions images=$(DATA)/shapes/images/$$split \
 	    out=$(DATA)/shapes/shapes_$${split}_regions.h5 weights=$(DETECTOR) image_size=128 \
-	    spatial_features=true paths.log_dir=$(OUTPUTS) || exit 1; \
+	    spatial_features=true detector.region_features=box_head paths.log_dir=$(OUTPUTS) || exit 1; \
 	done
 	$(PY) -m updown_vqa.train experiment=shapes_regions paths.data_dir=$(DATA) paths.log_dir=$(OUTPUTS) $(ARGS)
 

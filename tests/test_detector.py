@@ -120,3 +120,14 @@ def test_a_trained_detector_checkpoint_is_the_weights_of_region_extraction(data_
     assert store.feature_dim == 512 + 4 and len(store.image_ids) == len(glob.glob(f"{images}/*.png"))
     assert store.attrs["backbone"] == "resnet18" and store.attrs["num_classes"] == 4
     assert np.isfinite(store.read(np.arange(2))["features"]).all()
+    # the box head's output instead of C5: its width, then the box coordinates
+    head_out = str(tmp_path / "regions_box_head.h5")
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        extract(compose("extract/config", overrides=[
+            f"images={images}", f"out={head_out}", "mode=regions", f"weights={checkpoint}", "image_size=64",
+            "detector.min_boxes=3", "detector.max_boxes=3", "num_workers=0", "spatial_features=true",
+            "detector.region_features=box_head"]))
+    heads = FeatureStore(head_out)
+    batch = heads.read(np.arange(2))
+    assert heads.feature_dim == 256 + 4 and heads.attrs["region_features"] == "box_head"
+    np.testing.assert_allclose(batch["features"][..., -4:], batch["boxes"] / 64, rtol=1e-5, atol=1e-6)

@@ -22,7 +22,12 @@ from omegaconf import DictConfig
 
 from updown_vqa.errors import UpdownError
 from updown_vqa.features.boxes import BoxExtractor, check_boxes
-from updown_vqa.features.detector import RegionExtractor, build_detector, trained_detector
+from updown_vqa.features.detector import (
+    REGION_FEATURES,
+    RegionExtractor,
+    build_detector,
+    trained_detector,
+)
 from updown_vqa.features.images import extract_to_store, list_images
 from updown_vqa.features.rois import build_trunk, normalize_images, weights_record
 from updown_vqa.features.store import FeatureStore
@@ -81,7 +86,11 @@ def make_recipe(cfg: DictConfig) -> dict:
         trained = trained_detector(cfg.weights)
         if trained:  # a train_detector checkpoint brings its own architecture and classes
             recipe |= {"backbone": trained["backbone"], "num_classes": trained["num_classes"]}
-        recipe["feature_pooling"] = "RoIAlign 1x1 on C5 (layer4) of the detector's ResNet body"
+        recipe["region_features"] = cfg.detector.get("region_features", "c5")
+        if recipe["region_features"] not in REGION_FEATURES:
+            raise UpdownError(f"detector.region_features={recipe['region_features']!r}: choose one of "
+                              f"{', '.join(REGION_FEATURES)}")
+        recipe["feature_pooling"] = REGION_FEATURES[recipe["region_features"]]
     else:
         recipe["stage"] = cfg.stage
     if cfg.mode == "boxes":
@@ -100,7 +109,8 @@ def build_extractor(recipe: Mapping, device: str | torch.device = "cpu",
         detector = build_detector(recipe["backbone"], weights, int(recipe["num_classes"]),
                                   int(recipe["image_size"]), int(recipe["proposals"]), seed)
         rule = {key: recipe[key] for key in DETECTOR_KEYS[2:]}
-        return RegionExtractor(detector.to(device), spatial=spatial, **rule)
+        return RegionExtractor(detector.to(device), spatial=spatial,
+                               region_features=str(recipe.get("region_features", "c5")), **rule)
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # a random trunk is the same on every run and in `answer`
         trunk, channels, stride = build_trunk(recipe["backbone"], weights, recipe["stage"])

@@ -151,27 +151,52 @@ def c5_channels(detector: FasterRCNN) -> int:
     return convs[-1].out_channels
 
 
+REGION_FEATURES = {
+    "c5": "RoIAlign 1x1 on C5 (layer4) of the detector's ResNet body",
+    "box_head": "the box head's output (the feature its classifier reads) at each kept box",
+}
+
+
 class RegionExtractor:
-    """Detect, select (bottom-up rule), and describe each kept box by RoIAlign 1x1 on C5."""
+    """Detect, select (bottom-up rule), and describe each kept box.
+
+    `region_features`: "c5" (default), RoIAlign 1x1 on C5; or "box_head", the representation the
+    detector's box classifier (and a train_detector attribute head) reads, pooled from the FPN level
+    the box belongs to. On small images C5 is too coarse to tell boxes apart (4x4 cells at 128 px):
+    docs/extraction.md.
+    """
 
     def __init__(self, detector: FasterRCNN, nms_iou: float = 0.3, score_threshold: float = 0.2,
                  min_boxes: int = 10, max_boxes: int = 100, per_class_boxes: bool = False,
-                 spatial: bool = False):
+                 spatial: bool = False, region_features: str = "c5"):
+        if region_features not in REGION_FEATURES:
+            raise UpdownError(f"detector.region_features={region_features!r}: choose one of "
+                              f"{', '.join(REGION_FEATURES)}")
         self.detector = detector
         self.rule = {"nms_iou": nms_iou, "score_threshold": score_threshold,
                      "min_boxes": min_boxes, "max_boxes": max_boxes}
-        self.per_class_boxes, self.spatial = per_class_boxes, spatial
-        self.feature_dim = c5_channels(detector) + (4 if spatial else 0)
+        self.per_class_boxes, self.spatial, self.region_features = per_class_boxes, spatial, region_features
+        width = (detector.roi_heads.box_predictor.cls_score.in_features if region_features == "box_head"
+                 else c5_channels(detector))
+        self.feature_dim = width + (4 if spatial else 0)
 
     def __call__(self, images: torch.Tensor, sizes, ids) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """images: uint8 [B, 3, S, S]; one (boxes [K, 4] original pixels, features [K, D]) per image."""
         image_list = self._prepare(images)
         stages = self.detector.backbone.body(image_list.tensors)  # C2..C5 as "0".."3"
-        kept = self._detect(image_list, stages)  # boxes [K, 4] in input pixels, per image
+        kept, pyramid = self._detect(image_list, stages)  # boxes [K, 4] in input pixels, per image
         height, width = images.shape[-2:]
         boxes = [b * b.new_tensor([w / width, h / height] * 2) for b, (w, h) in zip(kept, sizes)]
-        features = pool_boxes(stages["3"], boxes, C5_STRIDE, (height, width), 1, list(sizes),
-                              self.spatial)
+        if self.region_features == "c5":
+            features = pool_boxes(stages["3"], boxes, C5_STRIDE, (height, width), 1, list(sizes),
+                                  self.spatial)
+            return list(zip(boxes, features))
+        heads = self.detector.roi_heads
+        pooled = heads.box_head(heads.box_roi_pool(pyramid, kept, image_list.image_sizes))
+        features = []
+        for b, (w, h), chunk in zip(boxes, sizes, pooled.split([len(k) for k in kept])):
+            coords = [b / b.new_tensor([w, h, w, h])] if self.spatial else []
+            features.append(torch.cat([chunk, *coords], dim=1))
         return list(zip(boxes, features))
 
     def _prepare(self, images: torch.Tensor) -> ImageList:
@@ -184,8 +209,8 @@ class RegionExtractor:
         pad = (0, -width % C5_STRIDE, 0, -height % C5_STRIDE)
         return ImageList(F.pad((x - mean) / std, pad), [(height, width)] * len(x))
 
-    def _detect(self, image_list: ImageList, stages: dict) -> list[torch.Tensor]:
-        """Proposals scored by the box head, then the bottom-up selection per image."""
+    def _detect(self, image_list: ImageList, stages: dict) -> tuple[list[torch.Tensor], dict]:
+        """Proposals scored by the box head, then the bottom-up selection per image; and the FPN."""
         heads = self.detector.roi_heads
         pyramid = self.detector.backbone.fpn(stages)
         proposals, _ = self.detector.rpn(image_list, pyramid)  # [N_b, 4] per image
@@ -199,4 +224,4 @@ class RegionExtractor:
                                                  scores.split(counts), image_list.image_sizes):
             boxes = clip_boxes_to_image(per_class[:, 1:], size) if self.per_class_boxes else props
             kept.append(select_regions(boxes.float(), probs[:, 1:], **self.rule)[0])
-        return kept
+        return kept, pyramid
