@@ -105,8 +105,8 @@ def _sync(device: torch.device) -> None:
 
 def consume(batch) -> None:
     """Read one value per 4 KiB page of the batch's features, as its consumer would (the model, or the
-    host-to-device copy). The first read of a page a worker filled maps it into this process, which costs
-    time and shares the page: its PSS is then split between the worker and this process."""
+    host-to-device copy): the first read of a page that a worker filled maps it into this process, a
+    cost that a loader which is never read would hide."""
     features = batch["features"] if isinstance(batch, dict) else batch
     if isinstance(features, np.ndarray):
         features = torch.from_numpy(features)
