@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from conftest import run_module
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -131,3 +132,11 @@ def test_a_trained_detector_checkpoint_is_the_weights_of_region_extraction(data_
     batch = heads.read(np.arange(2))
     assert heads.feature_dim == 256 + 4 and heads.attrs["region_features"] == "box_head"
     np.testing.assert_allclose(batch["features"][..., -4:], batch["boxes"] / 64, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_command_line_names_unreadable_annotations(tmp_path):
+    done = run_module("updown_vqa.train_detector", "data.builder=null",
+                      f"data.train.annotations={tmp_path / 'missing.json'}", f"paths.log_dir={tmp_path}")
+    assert done.returncode == 1
+    assert f"error: {tmp_path / 'missing.json'}: cannot read the detection annotations" in done.stderr

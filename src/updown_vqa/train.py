@@ -91,8 +91,8 @@ def train(cfg: DictConfig) -> dict:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def main(cfg: DictConfig) -> float | None:
+def run(cfg: DictConfig) -> float | None:
+    """`train` for a command line: an UpdownError is one line on stderr and exit status 1."""
     try:
         metrics = train(cfg)
     except UpdownError as e:
@@ -100,6 +100,11 @@ def main(cfg: DictConfig) -> float | None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     return metrics.get("best")  # the value a Hydra sweeper optimises
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    return run(cfg)
 
 
 if __name__ == "__main__":

@@ -6,28 +6,16 @@ The best checkpoint, by val/map50, is a `weights=` for `python -m updown_vqa.ext
 
 from __future__ import annotations
 
-import logging
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from updown_vqa.errors import UpdownError
 from updown_vqa.paths import config_dir
-from updown_vqa.train import train
-
-log = logging.getLogger(__name__)
+from updown_vqa.train import run
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train_detector")
 def main(cfg: DictConfig) -> float | None:
-    try:
-        metrics = train(cfg)
-    except UpdownError as e:
-        log.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    return metrics.get("best")
+    return run(cfg)
 
 
 if __name__ == "__main__":
