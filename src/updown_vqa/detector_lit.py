@@ -153,7 +153,8 @@ class BottomUpDetector(pl.LightningModule):
         self.map.reset()
         self.log("val/map50", float(result["map_50"]), prog_bar=True)
         self.log("val/map", float(result["map"]))
-        self.log("val/attr_acc", self.attr_correct / max(self.attr_total, 1))
+        # per-process ratios, averaged across processes under DDP (mAP is synchronised by torchmetrics)
+        self.log("val/attr_acc", self.attr_correct / max(self.attr_total, 1), sync_dist=True)
         self.attr_correct = self.attr_total = 0
 
     def configure_optimizers(self):
