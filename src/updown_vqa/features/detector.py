@@ -10,6 +10,7 @@ costs a res5 pass per region; C5 RoIAlign is the cheap equivalent used by grid-f
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -25,17 +26,16 @@ from torchvision.ops import MultiScaleRoIAlign, clip_boxes_to_image
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from updown_vqa.errors import UpdownError
-from updown_vqa.features.rois import pool_boxes
+from updown_vqa.features.rois import pool_boxes, split_with_coords
 from updown_vqa.features.selection import select_regions
 
 C5_STRIDE = 32
 
 
-# Architecture settings a trained detector's checkpoint records (train_detector), so that
+# build_detector's arguments that a train_detector checkpoint records (hparams "detector"), so that
 # extraction rebuilds the same network: see `detector_spec`.
-SPEC_DEFAULTS = {"backbone": "resnet50", "num_classes": 91, "anchor_sizes": None,
-                 "aspect_ratios": [0.5, 1.0, 2.0], "representation_size": 1024, "norm": "frozen", "fpn_channels": 256,
-                 "roi_sampling_ratio": 2}
+ARCHITECTURE = ("backbone", "num_classes", "anchor_sizes", "aspect_ratios", "representation_size", "norm",
+                "fpn_channels", "roi_sampling_ratio")
 
 
 def build_detector(backbone: str = "resnet50", weights: str | None = None, num_classes: int = 91,
@@ -66,11 +66,10 @@ def build_detector(backbone: str = "resnet50", weights: str | None = None, num_c
             raise UpdownError(f"weights={weights}: {e}; set detector.num_classes to match") from None
     state = _read_weights(weights) if weights else None
     spec = detector_spec(state) if state is not None else None
-    if spec:  # a train_detector checkpoint: its own architecture
-        backbone, num_classes, anchor_sizes = spec["backbone"], spec["num_classes"], spec["anchor_sizes"]
-        aspect_ratios, representation_size, norm = (spec["aspect_ratios"], spec["representation_size"],
-                                                     spec["norm"])
-        fpn_channels, roi_sampling_ratio = spec["fpn_channels"], spec["roi_sampling_ratio"]
+    if spec:  # a train_detector checkpoint: its own architecture, then its weights
+        detector = build_detector(image_size=image_size, proposals=proposals, seed=seed, **spec)
+        _load(detector, weights, state)
+        return detector
     if norm not in ("frozen", "batch"):
         raise UpdownError(f"norm={norm!r}: choose frozen (pretrained trunks) or batch (from scratch)")
     with torch.random.fork_rng():
@@ -116,9 +115,13 @@ def _read_weights(path: str) -> dict:
 
 
 def detector_spec(state: dict) -> dict | None:
-    """The architecture a train_detector checkpoint records, or None for a plain state dict."""
+    """The architecture a train_detector checkpoint records (build_detector's defaults for what it
+    leaves out), or None for a plain state dict."""
     spec = state.get("hyper_parameters", {}).get("detector") if isinstance(state, dict) else None
-    return {**SPEC_DEFAULTS, **spec} if isinstance(spec, dict) else None
+    if not isinstance(spec, dict):
+        return None
+    defaults = inspect.signature(build_detector).parameters
+    return {key: spec.get(key, defaults[key].default) for key in ARCHITECTURE}
 
 
 def trained_detector(weights: str | None) -> dict | None:
@@ -143,6 +146,13 @@ def _load(detector: nn.Module, path: str, state: dict) -> None:
             f"weights={path}: not a state dict of this Faster R-CNN ({' '.join(first)}); check "
             "backbone= and detector.num_classes against the file"
         ) from None
+
+
+def box_features(detector: FasterRCNN, pyramid: dict, boxes: list[torch.Tensor], image_sizes) -> torch.Tensor:
+    """The box head's output [R, representation] at boxes (input pixels) of all images: what the box
+    classifier, and a train_detector attribute head, read."""
+    heads = detector.roi_heads
+    return heads.box_head(heads.box_roi_pool(pyramid, boxes, image_sizes))
 
 
 def c5_channels(detector: FasterRCNN) -> int:
@@ -191,13 +201,8 @@ class RegionExtractor:
             features = pool_boxes(stages["3"], boxes, C5_STRIDE, (height, width), 1, list(sizes),
                                   self.spatial)
             return list(zip(boxes, features))
-        heads = self.detector.roi_heads
-        pooled = heads.box_head(heads.box_roi_pool(pyramid, kept, image_list.image_sizes))
-        features = []
-        for b, (w, h), chunk in zip(boxes, sizes, pooled.split([len(k) for k in kept])):
-            coords = [b / b.new_tensor([w, h, w, h])] if self.spatial else []
-            features.append(torch.cat([chunk, *coords], dim=1))
-        return list(zip(boxes, features))
+        pooled = box_features(self.detector, pyramid, kept, image_list.image_sizes)
+        return list(zip(boxes, split_with_coords(pooled, boxes, list(sizes), self.spatial)))
 
     def _prepare(self, images: torch.Tensor) -> ImageList:
         """Normalised as the detector expects, padded to a multiple of the C5 stride."""
@@ -214,7 +219,7 @@ class RegionExtractor:
         heads = self.detector.roi_heads
         pyramid = self.detector.backbone.fpn(stages)
         proposals, _ = self.detector.rpn(image_list, pyramid)  # [N_b, 4] per image
-        pooled = heads.box_head(heads.box_roi_pool(pyramid, proposals, image_list.image_sizes))
+        pooled = box_features(self.detector, pyramid, proposals, image_list.image_sizes)
         logits, deltas = heads.box_predictor(pooled)
         class_boxes = heads.box_coder.decode(deltas.float(), proposals)  # [R, C, 4]
         scores = logits.float().softmax(dim=-1)  # [R, C], column 0 is background

@@ -158,8 +158,15 @@ def pool_boxes(
         scaled.append(b.float() * scale)
     pooled = roi_align(fmap, scaled, output_size, spatial_scale=1.0 / stride, aligned=True)
     pooled = pooled.flatten(1)  # [R, C*s*s]
+    return split_with_coords(pooled, boxes, sizes, spatial)
+
+
+def split_with_coords(pooled: torch.Tensor, boxes: list[torch.Tensor], image_sizes: list[tuple[int, int]],
+                      spatial: bool = True) -> list[torch.Tensor]:
+    """Features [R, D] of the boxes of all images -> one [K_i, D (+4)] per image, each box's
+    x1/w y1/h x2/w y2/h appended when `spatial` (boxes in pixels of the (w, h) original images)."""
     out = []
-    for b, (w, h), chunk in zip(boxes, sizes, pooled.split([len(b) for b in boxes])):
+    for b, (w, h), chunk in zip(boxes, image_sizes, pooled.split([len(b) for b in boxes])):
         if spatial:
             coords = b.float() / b.new_tensor([w, h, w, h], dtype=torch.float32)
             chunk = torch.cat([chunk, coords], dim=1)
