@@ -22,7 +22,7 @@ from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from updown_vqa.errors import UpdownError
-from updown_vqa.features.detector import build_detector
+from updown_vqa.features.detector import box_features, build_detector
 from updown_vqa.features.rois import load_resnet, weights_record
 
 
@@ -100,23 +100,27 @@ class BottomUpDetector(pl.LightningModule):
         self.map = MeanAveragePrecision(iou_type="bbox", class_metrics=False)
         self.attr_correct = self.attr_total = 0
 
-    def _region_features(self, features: dict, boxes: list[torch.Tensor], sizes) -> torch.Tensor:
-        heads = self.detector.roi_heads
-        return heads.box_head(heads.box_roi_pool(features, boxes, sizes))
+    def _detect(self, images: list[torch.Tensor], targets: list[dict]):
+        """torchvision's GeneralizedRCNN forward, keeping what the attribute head needs: detections
+        (in the images' pixels; in eval mode), losses (in training mode), and the attribute logits at
+        the ground-truth boxes given their classes, all from one backbone pass."""
+        detector = self.detector
+        image_list, scaled = detector.transform(images, [dict(t) for t in targets])
+        features = detector.backbone(image_list.tensors)
+        proposals, rpn_losses = detector.rpn(image_list, features, scaled if self.training else None)
+        detections, box_losses = detector.roi_heads(features, proposals, image_list.image_sizes,
+                                                    scaled if self.training else None)
+        if not self.training:
+            detections = detector.transform.postprocess(detections, image_list.image_sizes,
+                                                        [image.shape[-2:] for image in images])
+        regions = box_features(detector, features, [t["boxes"] for t in scaled], image_list.image_sizes)
+        logits = self.attribute_head(regions, torch.cat([t["labels"] for t in targets]))
+        return detections, {**rpn_losses, **box_losses}, logits
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, targets = batch
-        detector = self.detector
-        image_list, targets = detector.transform(images, [dict(t) for t in targets])
-        features = detector.backbone(image_list.tensors)
-        proposals, rpn_losses = detector.rpn(image_list, features, targets)
-        _, box_losses = detector.roi_heads(features, proposals, image_list.image_sizes, targets)
-        boxes = [t["boxes"] for t in targets]
-        regions = self._region_features(features, boxes, image_list.image_sizes)
-        labels = torch.cat([t["labels"] for t in targets])
-        logits = self.attribute_head(regions, labels)
+        _, losses, logits = self._detect(images, targets)
         attr_loss = attribute_loss(logits, torch.cat([t["attributes"] for t in targets]))
-        losses = {**rpn_losses, **box_losses}
         loss = sum(losses.values()) + self.hparams.attribute_loss_weight * attr_loss
         size = len(images)
         for name, value in losses.items():
@@ -131,15 +135,10 @@ class BottomUpDetector(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         images, targets = batch
-        detections = self.detector(images)
+        # detections, and the attributes at the ground-truth boxes given the class (as in training)
+        detections, _, logits = self._detect(images, targets)
         self.map.update([{k: d[k] for k in ("boxes", "scores", "labels")} for d in detections],
                         [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
-        # Attributes at the ground-truth boxes, given the class (the head's training condition).
-        image_list, scaled = self.detector.transform(images, [dict(t) for t in targets])
-        features = self.detector.backbone(image_list.tensors)
-        regions = self._region_features(features, [t["boxes"] for t in scaled], image_list.image_sizes)
-        labels = torch.cat([t["labels"] for t in targets])
-        logits = self.attribute_head(regions, labels)
         attributes = torch.cat([t["attributes"] for t in targets])  # [N, M], -1 pads
         listed = (attributes >= 0).sum(dim=1, keepdim=True)
         # each listed attribute counts as found when it ranks among the object's top-(number listed)
