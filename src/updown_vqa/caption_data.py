@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from updown_vqa.data import BatchSampler, StoreSet
+from updown_vqa.data import BatchSampler, StoreSet, shard, use_sampler
 from updown_vqa.errors import UpdownError
 from updown_vqa.preprocess import as_list, fingerprint
 from updown_vqa.text import Vocabulary, tokenize
@@ -270,18 +270,13 @@ class CaptionDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         if split not in self.datasets:
             raise UpdownError(f"no '{split}' split configured: set data.{split}.features (and captions)")
-        trainer, dataset = self.trainer, self.datasets[split]
-        shards = {"num_replicas": trainer.world_size if trainer else 1,
-                  "rank": trainer.global_rank if trainer else 0, "pad": split == "train"}
+        dataset, shards = self.datasets[split], shard(self.trainer, split)
         if isinstance(dataset, CaptionPairs):
             sampler = LengthGroupedSampler(dataset.lengths.numpy(), batch_size, self.length_group,
                                            shuffle=shuffle, seed=self.seed, **shards)
         else:
             sampler = BatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=self.seed, **shards)
-        if split == "train" and self.train_position:  # resuming: the batch that would have come next
-            sampler.load_state_dict(self.train_position)
-            self.train_position = None
-        self.samplers[split] = sampler
+        use_sampler(self, split, sampler)
         workers = self.num_workers > 0
         return DataLoader(dataset, sampler=sampler, batch_size=None,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,

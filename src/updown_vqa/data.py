@@ -173,6 +173,23 @@ class BatchSampler(Sampler):
         self.epoch, self.start_batch = state["epoch"], state["start_batch"]
 
 
+def shard(trainer, split: str) -> dict:
+    """This process's share of a split, as BatchSampler arguments: under DDP every process gets as
+    many training batches (padded), and each evaluation item is seen once."""
+    return {"num_replicas": trainer.world_size if trainer else 1,
+            "rank": trainer.global_rank if trainer else 0, "pad": split == "train"}
+
+
+def use_sampler(datamodule, split: str, sampler: BatchSampler) -> BatchSampler:
+    """Make `sampler` the data module's sampler of `split`; a resumed run's training sampler starts
+    at the batch that would have come next (`datamodule.train_position`, set by ResumeState)."""
+    if split == "train" and datamodule.train_position:
+        sampler.load_state_dict(datamodule.train_position)
+        datamodule.train_position = None
+    datamodule.samplers[split] = sampler
+    return sampler
+
+
 class VQADataModule(pl.LightningDataModule):
     """VQA v2-format questions/annotations and feature stores per split (`train`, `val`, `test`).
 
@@ -254,14 +271,9 @@ class VQADataModule(pl.LightningDataModule):
         return self.datasets["train" if "train" in self.datasets else "val"].stores.attrs
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        trainer = self.trainer
-        sampler = BatchSampler(len(self.datasets[split]), self.batch_size, shuffle=shuffle,
-                               seed=self.seed, num_replicas=trainer.world_size if trainer else 1,
-                               rank=trainer.global_rank if trainer else 0, pad=split == "train")
-        if split == "train" and self.train_position:  # resuming: the batch that would have come next
-            sampler.load_state_dict(self.train_position)
-            self.train_position = None
-        self.samplers[split] = sampler
+        sampler = use_sampler(self, split, BatchSampler(len(self.datasets[split]), self.batch_size,
+                                                        shuffle=shuffle, seed=self.seed,
+                                                        **shard(self.trainer, split)))
         num_workers = 0 if self.feature_cache == "device" else self.num_workers  # batches are index lists
         workers = num_workers > 0
         make = partial(SlotDataLoader, pool=self._slot_pool(split, num_workers)) if workers else DataLoader

@@ -24,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from updown_vqa.data import BatchSampler
+from updown_vqa.data import BatchSampler, shard, use_sampler
 from updown_vqa.errors import UpdownError
 from updown_vqa.features.images import list_images, load_rgb
 
@@ -157,14 +157,8 @@ class DetectionDataModule(pl.LightningDataModule):
         return {"classes": self.classes, "attributes": self.attributes}
 
     def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        trainer = self.trainer
-        shards = {"num_replicas": trainer.world_size if trainer else 1,
-                  "rank": trainer.global_rank if trainer else 0, "pad": split == "train"}
-        sampler = BatchSampler(len(self.datasets[split]), batch_size, shuffle=shuffle, seed=self.seed, **shards)
-        if split == "train" and self.train_position:  # resuming: the batch that would have come next
-            sampler.load_state_dict(self.train_position)
-            self.train_position = None
-        self.samplers[split] = sampler
+        sampler = use_sampler(self, split, BatchSampler(len(self.datasets[split]), batch_size, shuffle=shuffle,
+                                                        seed=self.seed, **shard(self.trainer, split)))
         return DataLoader(self.datasets[split], sampler=sampler, batch_size=None,
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0, generator=torch.Generator())
