@@ -17,11 +17,11 @@ SETUP = '''\
 %matplotlib inline
 import os
 
-import updown_vqa.paths
+import updown_vqa.core.paths
 
 # The notebooks keep their own small data and runs (data/notebooks, outputs/notebooks), apart from
 # the command line's data/shapes and outputs/runs; the test suite points UPDOWN_NOTEBOOKS_DIR elsewhere.
-WORK = os.environ.get("UPDOWN_NOTEBOOKS_DIR", updown_vqa.paths.project_root())
+WORK = os.environ.get("UPDOWN_NOTEBOOKS_DIR", updown_vqa.core.paths.project_root())
 DATA_DIR = os.path.join(WORK, "data", "notebooks")
 OUT_DIR = os.path.join(WORK, "outputs", "notebooks")'''
 
@@ -48,7 +48,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 RUN_DIR = os.path.join(OUT_DIR, "quickstart")
-with initialize_config_dir(updown_vqa.paths.config_dir(), version_base="1.3"):
+with initialize_config_dir(updown_vqa.core.paths.config_dir(), version_base="1.3"):
     cfg = compose("config", overrides=[f"paths.data_dir={DATA_DIR}", f"paths.output_dir={RUN_DIR}", *SMALL,
                                        "trainer.max_epochs=1"])
 print(OmegaConf.to_yaml(cfg.model))'''),
@@ -92,7 +92,7 @@ writes them (EvalAI format), with the questions encoded by the model's own vocab
     new_code_cell('''\
 from updown_vqa.evaluate import evaluate
 from updown_vqa.predict import predict_vqa, question_loader
-from updown_vqa.preprocess import load_json
+from updown_vqa.vqa.preprocess import load_json
 
 val = OmegaConf.to_container(cfg.data.val, resolve=True)
 loader = question_loader(model.hparams, val, "val")
@@ -142,7 +142,7 @@ from updown_vqa.train import train
 
 RUN_DIR = os.path.join(OUT_DIR, "attention")
 small = [] if CKPT else [*SMALL, "trainer.max_epochs=4"]
-with initialize_config_dir(updown_vqa.paths.config_dir(), version_base="1.3"):
+with initialize_config_dir(updown_vqa.core.paths.config_dir(), version_base="1.3"):
     cfg = compose("config", overrides=[f"paths.data_dir={data_dir}", f"paths.output_dir={RUN_DIR}", *small])
 if CKPT is None:  # resume=auto: a finished run in RUN_DIR is not trained again
     train(cfg)
@@ -153,7 +153,7 @@ model.hparams'''),
     new_code_cell('''\
 from updown_vqa.evaluate import evaluate
 from updown_vqa.predict import predict_vqa, question_loader
-from updown_vqa.preprocess import load_json
+from updown_vqa.vqa.preprocess import load_json
 
 val = OmegaConf.to_container(cfg.data.val, resolve=True)
 loader = question_loader(model.hparams, val, "val")
@@ -170,7 +170,7 @@ answer types are VQA v2's (`yes/no`, `number`, `other`)."""),
     new_code_cell('''\
 from collections import defaultdict
 
-from updown_vqa.viz import accuracy_bars
+from updown_vqa.core.viz import accuracy_bars
 
 by_template = defaultdict(list)
 for q in questions:
@@ -229,7 +229,7 @@ def run_sweep(folder: str) -> None:
     for number, values in enumerate(itertools.product(*GRID.values())):
         job_dir = os.path.join(folder, str(number))
         settings = [f"{key}={value}" for key, value in zip(GRID, values)]
-        with initialize_config_dir(updown_vqa.paths.config_dir(), version_base="1.3"):
+        with initialize_config_dir(updown_vqa.core.paths.config_dir(), version_base="1.3"):
             cfg = compose("sweep_loader", overrides=[f"paths.data_dir={DATA_DIR}",
                                                      f"paths.output_dir={job_dir}", *SMALL, *settings])
         result = job_settings(cfg) | measure(cfg)

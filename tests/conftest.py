@@ -9,8 +9,8 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
+from updown_vqa.core.paths import config_dir
 from updown_vqa.datasets.shapes import ShapesBuilder
-from updown_vqa.paths import config_dir
 
 TINY_SHAPES = {"num_train_images": 120, "num_val_images": 40, "image_size": 64}
 

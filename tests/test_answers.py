@@ -2,7 +2,7 @@
 
 import pytest
 
-from updown_vqa.answers import (
+from updown_vqa.vqa.answers import (
     PROTOCOLS,
     answer_type_key,
     candidate_accuracies,

@@ -8,7 +8,7 @@ import torch
 from conftest import compose_config, tiny_overrides
 from hydra.utils import instantiate
 
-from updown_vqa.caption_data import (
+from updown_vqa.captioning.data import (
     BOS,
     EOS,
     LengthGroupedSampler,
@@ -16,8 +16,8 @@ from updown_vqa.caption_data import (
     preprocess_captions,
     read_captions,
 )
-from updown_vqa.errors import UpdownError
-from updown_vqa.text import Vocabulary
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.text import Vocabulary
 
 COCO = {"images": [{"id": 7}, {"id": 9}],
         "annotations": [{"image_id": 7, "caption": "A red Circle."}, {"image_id": 9, "caption": "Two cats"},

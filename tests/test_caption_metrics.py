@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from updown_vqa.caption_metrics import bleu, cider_d
+from updown_vqa.captioning.metrics import bleu, cider_d
 
 # Three images, so idf = log 3 - log df: df 1 -> log 3, df 2 -> log 1.5, df 3 -> 0.
 REFERENCES = {

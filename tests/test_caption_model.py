@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from updown_vqa.caption_model import FusedLSTMCell, UpDownCaptioner, caption_loss, init_weights
+from updown_vqa.captioning.model import FusedLSTMCell, UpDownCaptioner, caption_loss, init_weights
 
 VOCAB, FEATURES, PAD, BOS, EOS = 11, 6, 0, 2, 3
 

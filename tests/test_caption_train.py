@@ -10,18 +10,18 @@ import torch
 from conftest import compose_config, run_module, tiny_overrides
 from hydra.utils import instantiate
 
-from updown_vqa.caption_lit import UpDownCaptioning, caption_attention, write_caption_results
+from updown_vqa.captioning.module import UpDownCaptioning, caption_attention, write_caption_results
 from updown_vqa.train import build_model
 
 
 def test_task_caption_swaps_data_model_experiment_and_monitor(tmp_path):
     cfg = compose_config(["task=caption"], str(tmp_path))
-    assert cfg.data._target_ == "updown_vqa.caption_data.CaptionDataModule"
-    assert cfg.model._target_ == "updown_vqa.caption_lit.UpDownCaptioning"
+    assert cfg.data._target_ == "updown_vqa.captioning.data.CaptionDataModule"
+    assert cfg.model._target_ == "updown_vqa.captioning.module.UpDownCaptioning"
     assert cfg.checkpoint.monitor == "val/cider" and cfg.name == "shapes_caption"
     assert "warmup_epochs" not in cfg.model  # the VQA experiment is not applied
     vqa = compose_config([], str(tmp_path))
-    assert vqa.model._target_ == "updown_vqa.lit.UpDownVQA" and vqa.checkpoint.monitor == "val/acc"
+    assert vqa.model._target_ == "updown_vqa.vqa.module.UpDownVQA" and vqa.checkpoint.monitor == "val/acc"
     assert vqa.name == "shapes_updown"
 
 

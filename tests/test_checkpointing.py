@@ -14,15 +14,15 @@ from conftest import compose_config, tiny_overrides
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from updown_vqa import checkpointing
-from updown_vqa.checkpointing import (
+from updown_vqa.core import checkpointing
+from updown_vqa.core.checkpointing import (
     AtomicCheckpointIO,
     LastCheckpoint,
     UnreadableCheckpoint,
     read_checkpoint,
 )
-from updown_vqa.errors import UpdownError
-from updown_vqa.paths import config_dir
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.paths import config_dir
 from updown_vqa.train import train
 
 
@@ -48,7 +48,7 @@ def test_a_failed_write_keeps_the_previous_checkpoint_and_names_the_file(saved, 
 
 KILL_DURING_WRITE = """
 import os, signal, sys
-from updown_vqa.checkpointing import AtomicCheckpointIO
+from updown_vqa.core.checkpointing import AtomicCheckpointIO
 os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)  # dies with the new file half on disk
 AtomicCheckpointIO().save_checkpoint({"global_step": 2}, sys.argv[1])
 """

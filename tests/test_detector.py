@@ -15,13 +15,13 @@ from conftest import run_module
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from updown_vqa.detector_data import DetectionDataModule, read_objects
-from updown_vqa.detector_lit import BottomUpDetector, attribute_loss
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.paths import config_dir
+from updown_vqa.detection.data import DetectionDataModule, read_objects
+from updown_vqa.detection.model import build_detector
+from updown_vqa.detection.module import BottomUpDetector, attribute_loss
 from updown_vqa.extract import extract
-from updown_vqa.features.detector import build_detector
 from updown_vqa.features.store import FeatureStore
-from updown_vqa.paths import config_dir
 from updown_vqa.train import train
 
 

@@ -13,14 +13,14 @@ from PIL import Image
 from torch import nn
 
 from updown_vqa.answer import image_features
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.paths import config_dir
+from updown_vqa.detection.model import build_detector
 from updown_vqa.extract import build_extractor, extract
 from updown_vqa.features.boxes import extract_box_features
-from updown_vqa.features.detector import build_detector
 from updown_vqa.features.images import extract_to_store, image_id, list_images
 from updown_vqa.features.rois import roi_features
 from updown_vqa.features.store import FeatureStore
-from updown_vqa.paths import config_dir
 
 SIZE = 64  # image_size: a 2x2 grid of cells at stride 32
 

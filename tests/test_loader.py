@@ -9,11 +9,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from updown_vqa.bench import NaiveDataset
-from updown_vqa.data import BatchSampler, VQADataModule
-from updown_vqa.errors import UpdownError
+from updown_vqa.bench.loader import NaiveDataset
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.datasets.random_stores import write_random_questions
 from updown_vqa.features.store import write_store
-from updown_vqa.synthetic import write_random_questions
+from updown_vqa.vqa.data import BatchSampler, VQADataModule
 
 BATCH = 16
 

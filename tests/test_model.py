@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from updown_vqa.model import GatedTanh, QuestionEncoder, TopDownAttention, UpDown, init_weights
+from updown_vqa.vqa.model import GatedTanh, QuestionEncoder, TopDownAttention, UpDown, init_weights
 
 B, T, K, D, V, A = 3, 5, 4, 12, 20, 7
 

@@ -9,14 +9,14 @@ import torch
 from conftest import run_module, tiny_overrides
 from hydra import compose, initialize_config_dir
 
-from updown_vqa.data import StoreSet
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.paths import config_dir
+from updown_vqa.core.text import Vocabulary, tokenize
 from updown_vqa.evaluate import evaluate
-from updown_vqa.lit import UpDownVQA
-from updown_vqa.paths import config_dir
 from updown_vqa.predict import predict
-from updown_vqa.preprocess import read_split
-from updown_vqa.text import Vocabulary, tokenize
+from updown_vqa.vqa.data import StoreSet
+from updown_vqa.vqa.module import UpDownVQA
+from updown_vqa.vqa.preprocess import read_split
 
 
 def shapes_split(data_dir: str, split: str) -> dict[str, str]:

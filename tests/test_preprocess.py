@@ -7,12 +7,12 @@ import os
 import numpy as np
 import pytest
 
-from updown_vqa import preprocess as prep
-from updown_vqa.answers import soft_scores
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.text import tokenize
 from updown_vqa.datasets.vqa2_synthetic import generate
-from updown_vqa.errors import UpdownError
 from updown_vqa.evaluate import evaluate
-from updown_vqa.text import tokenize
+from updown_vqa.vqa import preprocess as prep
+from updown_vqa.vqa.answers import soft_scores
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_summary_counts_val_questions_whose_best_answer_is_not_an_answer_class(t
     # The second question's best answer (bird) is out of the vocabulary though some humans said dog.
     val = write_split(tmp_path, "val", [("cat", ["cat"] * 10), ("bird", ["bird"] * 7 + ["dog"] * 3),
                                          ("dog", ["dog"] * 10), ("fish", ["fish"] * 10)])
-    with caplog.at_level(logging.INFO, logger="updown_vqa.preprocess"):
+    with caplog.at_level(logging.INFO, logger="updown_vqa.vqa.preprocess"):
         build({"train": train, "val": val}, tmp_path / "cache")
     assert "vocabulary 2 answers" in caplog.text.replace("answer vocabulary", "vocabulary")
     assert "outside the answer vocabulary: 50.00%" in caplog.text

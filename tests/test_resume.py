@@ -15,10 +15,10 @@ import torch
 from conftest import compose_config, run_module, tiny_overrides
 from hydra import compose, initialize_config_dir
 
-from updown_vqa.checkpointing import AtomicCheckpointIO, read_checkpoint
-from updown_vqa.errors import UpdownError
-from updown_vqa.paths import config_dir
-from updown_vqa.resume import check_fingerprints, data_fingerprints, resume_checkpoint
+from updown_vqa.core.checkpointing import AtomicCheckpointIO, read_checkpoint
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.paths import config_dir
+from updown_vqa.core.resume import check_fingerprints, data_fingerprints, resume_checkpoint
 from updown_vqa.train import train
 
 # Two epochs that change the learning rate at every step, with dropout: what resuming must restore.
@@ -26,7 +26,7 @@ EXACT = ["trainer.max_epochs=2", "trainer.deterministic=true", "++model.warmup_e
          "checkpoint.every_n_train_steps=5", "+trainer.enable_progress_bar=false"]
 KILL_AT_STEP = """
 import os, runpy, signal, sys
-from updown_vqa.checkpointing import LastCheckpoint
+from updown_vqa.core.checkpointing import LastCheckpoint
 step, original = int(os.environ["KILL_AT_STEP"]), LastCheckpoint.on_train_batch_end
 def on_train_batch_end(self, trainer, *args):
     original(self, trainer, *args)

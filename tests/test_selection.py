@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from updown_vqa.features.selection import select_regions
+from updown_vqa.detection.selection import select_regions
 
 
 def spread_boxes(n):

@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.store import FeatureStore, write_store
 
 

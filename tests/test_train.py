@@ -8,7 +8,7 @@ from conftest import compose_config, run_module, tiny_overrides
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from updown_vqa.paths import config_dir
+from updown_vqa.core.paths import config_dir
 
 GROUPS = ["data", "model", "trainer", "callbacks", "logger", "experiment", "task"]
 

@@ -12,15 +12,15 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from updown_vqa import visualize as visualize_module
-from updown_vqa import viz
-from updown_vqa.caption_lit import UpDownCaptioning, caption_attention
-from updown_vqa.errors import UpdownError
+from updown_vqa.captioning.module import UpDownCaptioning, caption_attention
+from updown_vqa.core import viz
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.paths import config_dir
+from updown_vqa.core.text import Vocabulary, tokenize
 from updown_vqa.features.store import FeatureStore
-from updown_vqa.lit import UpDownVQA
-from updown_vqa.paths import config_dir
-from updown_vqa.preprocess import read_split
-from updown_vqa.text import Vocabulary, tokenize
 from updown_vqa.visualize import visualize
+from updown_vqa.vqa.module import UpDownVQA
+from updown_vqa.vqa.preprocess import read_split
 
 
 def shapes_file(data_dir: str, name: str) -> str:

@@ -9,13 +9,13 @@ import pytest
 import torch
 from conftest import run_module
 
-from updown_vqa.data import VQADataModule
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.text import load_glove
 from updown_vqa.evaluate import evaluate
 from updown_vqa.features.store import write_store
-from updown_vqa.lit import UpDownVQA
-from updown_vqa.metrics import VQAAccuracy
-from updown_vqa.text import load_glove
+from updown_vqa.vqa.data import VQADataModule
+from updown_vqa.vqa.metrics import VQAAccuracy
+from updown_vqa.vqa.module import UpDownVQA
 
 # Ten human answers per question, written to trip up a careless normalisation: unanimous answers are
 # compared un-normalised by the current protocol ("Two" is not "2"), punctuation, articles, number

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
 from updown_vqa.features import writer as writer_module
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.features.writer import StoreWriter

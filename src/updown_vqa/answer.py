@@ -26,13 +26,13 @@ import torch
 from omegaconf import AnyNode, DictConfig, ListConfig, OmegaConf
 from omegaconf.base import ContainerMetadata, Metadata
 
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.paths import config_dir
+from updown_vqa.core.text import Vocabulary, tokenize
 from updown_vqa.extract import MODES, build_extractor, device_of, grid_boxes
 from updown_vqa.features.images import load_pixels
 from updown_vqa.features.rois import weights_record
-from updown_vqa.lit import UpDownVQA
-from updown_vqa.paths import config_dir
-from updown_vqa.text import Vocabulary, tokenize
+from updown_vqa.vqa.module import UpDownVQA
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from updown_vqa import bench
-from updown_vqa.bench_train import lightning_throughput
-from updown_vqa.errors import UpdownError
-from updown_vqa.paths import config_dir
-from updown_vqa.synthetic import synthetic_data
+from updown_vqa.bench import loader as bench
+from updown_vqa.bench.training import lightning_throughput
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.paths import config_dir
+from updown_vqa.datasets.random_stores import synthetic_data
 from updown_vqa.train import build_model
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from updown_vqa.answers import PROTOCOLS, question_accuracy
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.vqa.answers import PROTOCOLS, question_accuracy
 
 _SHOWN_IDS = 5
 

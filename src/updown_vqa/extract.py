@@ -20,18 +20,18 @@ import torch
 import torchvision
 from omegaconf import DictConfig
 
-from updown_vqa.errors import UpdownError
-from updown_vqa.features.boxes import BoxExtractor, check_boxes
-from updown_vqa.features.detector import (
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.paths import config_dir
+from updown_vqa.detection.model import (
     REGION_FEATURES,
     RegionExtractor,
     build_detector,
     trained_detector,
 )
+from updown_vqa.features.boxes import BoxExtractor, check_boxes
 from updown_vqa.features.images import extract_to_store, list_images
 from updown_vqa.features.rois import build_trunk, normalize_images, weights_record
 from updown_vqa.features.store import FeatureStore
-from updown_vqa.paths import config_dir
 
 log = logging.getLogger(__name__)
 MODES = ("grid", "boxes", "regions")
@@ -175,7 +175,7 @@ def _up_to_date(out: str, recipe: Mapping, dtype: str, images: Mapping[int, str]
 def main(cfg: DictConfig) -> None:
     try:
         if cfg.bench:
-            from updown_vqa.features.bench_extract import bench
+            from updown_vqa.bench.extraction import bench
 
             bench(cfg)
         else:

@@ -19,13 +19,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from updown_vqa.data import BatchSampler, StoreSet, VQADataset
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.paths import config_dir
+from updown_vqa.core.text import UNK, Vocabulary, tokenize
 from updown_vqa.evaluate import evaluate
-from updown_vqa.lit import UpDownVQA
-from updown_vqa.paths import config_dir
-from updown_vqa.preprocess import as_list, load_json, read_split
-from updown_vqa.text import UNK, Vocabulary, tokenize
+from updown_vqa.vqa.data import BatchSampler, StoreSet, VQADataset
+from updown_vqa.vqa.module import UpDownVQA
+from updown_vqa.vqa.preprocess import as_list, load_json, read_split
 
 log = logging.getLogger(__name__)
 RECIPE_KEYS_IGNORED = {"format_version", "layout"}  # how a store is laid out, not how features were made

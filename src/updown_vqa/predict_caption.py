@@ -15,10 +15,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from updown_vqa.caption_lit import UpDownCaptioning, write_caption_results
-from updown_vqa.caption_metrics import bleu, cider_d
-from updown_vqa.errors import UpdownError
-from updown_vqa.paths import config_dir
+from updown_vqa.captioning.metrics import bleu, cider_d
+from updown_vqa.captioning.module import UpDownCaptioning, write_caption_results
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.paths import config_dir
 
 log = logging.getLogger(__name__)
 

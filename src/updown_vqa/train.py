@@ -12,10 +12,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from updown_vqa.checkpointing import AtomicCheckpointIO, TrainingStopped
-from updown_vqa.errors import UpdownError
-from updown_vqa.paths import config_dir
-from updown_vqa.resume import finished_run, keep_csv_metrics, resume_checkpoint, write_finished
+from updown_vqa.core.checkpointing import AtomicCheckpointIO, TrainingStopped
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.paths import config_dir
+from updown_vqa.core.resume import finished_run, keep_csv_metrics, resume_checkpoint, write_finished
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from updown_vqa.paths import config_dir
+from updown_vqa.core.paths import config_dir
 from updown_vqa.train import run
 
 

@@ -22,12 +22,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from updown_vqa.answer import _HPARAM_GLOBALS, load_model
-from updown_vqa.checkpointing import read_checkpoint
-from updown_vqa.errors import UpdownError
-from updown_vqa.paths import config_dir
+from updown_vqa.core.checkpointing import read_checkpoint
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.paths import config_dir
+from updown_vqa.core.viz import show_attention, show_caption_attention
 from updown_vqa.predict import question_loader
-from updown_vqa.preprocess import as_list, load_json
-from updown_vqa.viz import show_attention, show_caption_attention
+from updown_vqa.vqa.preprocess import as_list, load_json
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,8 @@ def vqa_picture(model, files: dict, question_id: int, image_dir: str, top_k: int
 
 def caption_picture(model, files: dict, image_id: int, image_dir: str) -> dict:
     """Everything `show_caption_attention` draws: the greedy caption's words and attention [L, K]."""
-    from updown_vqa.caption_lit import caption_attention
-    from updown_vqa.data import StoreSet
+    from updown_vqa.captioning.module import caption_attention
+    from updown_vqa.vqa.data import StoreSet
 
     stores = StoreSet(as_list(files.get("features")))
     which, rows = stores.locate(np.asarray([image_id], np.int64), f"image_id={image_id}")

@@ -170,7 +170,7 @@ def generate(root: str, scale: float = 1.0, seed: int = 0) -> dict[str, dict[str
 
 def time_preprocess(files: dict[str, dict[str, str]]) -> tuple[float, float]:
     """Wall and CPU seconds of preprocessing the generated train2014/val2014 into a fresh cache."""
-    from updown_vqa.preprocess import preprocess
+    from updown_vqa.vqa.preprocess import preprocess
 
     splits = {"train": files["train2014"], "val": files["val2014"]}
     wall, cpu = time.perf_counter(), time.process_time()

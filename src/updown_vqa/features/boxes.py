@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.images import extract_to_store
 from updown_vqa.features.rois import build_trunk, roi_features, weights_record
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.writer import StoreWriter
 
 FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")

@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.writer import StoreWriter
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from updown_vqa.batch_slots import worker_tensor
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.batch_slots import worker_tensor
+from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.store import FeatureStore
 
 MODES = ("none", "ram", "device")

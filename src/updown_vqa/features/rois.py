@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 from torchvision.ops import roi_align
 
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
 
 log = logging.getLogger(__name__)
 

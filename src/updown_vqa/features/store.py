@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 import h5py
 import numpy as np
 
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
 
 FORMAT_VERSION = 1
 REQUIRED = ("image_ids", "image_w", "image_h", "num_boxes", "boxes", "features")

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import h5py
 import numpy as np
 
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.store import FORMAT_VERSION, atomic_replace
 
 BLOCK_IMAGES = 256  # images buffered in memory before a write

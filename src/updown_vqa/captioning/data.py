@@ -16,10 +16,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from updown_vqa.data import BatchSampler, StoreSet, shard, use_sampler
-from updown_vqa.errors import UpdownError
-from updown_vqa.preprocess import as_list, fingerprint
-from updown_vqa.text import Vocabulary, tokenize
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.text import Vocabulary, tokenize
+from updown_vqa.vqa.data import BatchSampler, StoreSet, shard, use_sampler
+from updown_vqa.vqa.preprocess import as_list, fingerprint
 
 log = logging.getLogger(__name__)
 BOS, EOS = "<bos>", "<eos>"  # indices 2 and 3, after <pad> and <unk>: the captioner's defaults

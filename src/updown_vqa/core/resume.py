@@ -25,8 +25,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger
 
-from updown_vqa.checkpointing import LAST, UnreadableCheckpoint, read_checkpoint
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.checkpointing import LAST, UnreadableCheckpoint, read_checkpoint
+from updown_vqa.core.errors import UpdownError
 
 log = logging.getLogger(__name__)
 FINISHED = "finished.json"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from updown_vqa.answers import answer_type_key
-from updown_vqa.preprocess import ANSWER_TYPES
+from updown_vqa.vqa.answers import answer_type_key
+from updown_vqa.vqa.preprocess import ANSWER_TYPES
 
 
 class VQAAccuracy(Metric):

@@ -13,10 +13,10 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from updown_vqa.caption_data import BOS, EOS
-from updown_vqa.caption_metrics import bleu, cider_d
-from updown_vqa.caption_model import UpDownCaptioner, caption_loss
-from updown_vqa.errors import UpdownError
+from updown_vqa.captioning.data import BOS, EOS
+from updown_vqa.captioning.metrics import bleu, cider_d
+from updown_vqa.captioning.model import UpDownCaptioner, caption_loss
+from updown_vqa.core.errors import UpdownError
 
 
 def tokens_to_words(tokens: torch.Tensor, vocab: list[str], eos_index: int = 3) -> list[list[str]]:
@@ -50,7 +50,7 @@ class UpDownCaptioning(pl.LightningModule):
             feature_attrs = OmegaConf.to_container(feature_attrs)
         if vocab[2:4] != [BOS, EOS]:
             raise UpdownError(f"vocab must hold {BOS} and {EOS} at indices 2 and 3, got {vocab[:4]}; "
-                              "build it with updown_vqa.caption_data.preprocess_captions")
+                              "build it with updown_vqa.captioning.data.preprocess_captions")
         self.save_hyperparameters()
         self.model = UpDownCaptioner(len(vocab), feature_dim, embed_dim, hidden_dim, attention_dim,
                                      dropout, use_image, pad_index=0, bos_index=2, eos_index=3)

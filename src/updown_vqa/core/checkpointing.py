@@ -4,7 +4,7 @@
 `every_n_train_steps`, and on SIGTERM or SIGUSR1 at the next batch end before stopping.
 Every file goes through `AtomicCheckpointIO`: a kill at any moment leaves the previous one loadable,
 and loading uses `weights_only=True`, so a checkpoint can never run code. (What goes into a
-checkpoint beyond Lightning's own state, and resuming, are in `updown_vqa.resume`.)
+checkpoint beyond Lightning's own state, and resuming, are in `updown_vqa.core.resume`.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
 
 log = logging.getLogger(__name__)
 LAST = "last.ckpt"

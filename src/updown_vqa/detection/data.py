@@ -24,9 +24,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from updown_vqa.data import BatchSampler, shard, use_sampler
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.images import list_images, load_rgb
+from updown_vqa.vqa.data import BatchSampler, shard, use_sampler
 
 NO_ATTRIBUTE = "__no_attribute__"
 

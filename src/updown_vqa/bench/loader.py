@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from updown_vqa.data import VQADataModule, VQADataset
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.datasets.random_stores import synthetic_data, write_random_questions
 from updown_vqa.features.store import FeatureStore
-from updown_vqa.synthetic import synthetic_data, write_random_questions
+from updown_vqa.vqa.data import VQADataModule, VQADataset
 
 
 class NaiveDataset(Dataset):
@@ -231,7 +231,7 @@ def best(runs: list[dict]) -> dict:
 
 
 def run_train(args, root: str) -> dict:
-    from updown_vqa.bench_train import lightning_throughput, plain_throughput, train_model
+    from updown_vqa.bench.training import lightning_throughput, plain_throughput, train_model
 
     dm = datamodule(_data(args, root), args.batch_size, args.num_workers, args.pin_memory, args.feature_cache,
                     seed=args.seed)

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
-from updown_vqa.errors import UpdownError
-from updown_vqa.features.detector import box_features, build_detector
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.detection.model import box_features, build_detector
 from updown_vqa.features.rois import load_resnet, weights_record
 
 

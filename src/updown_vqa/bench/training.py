@@ -7,9 +7,9 @@ import time
 
 import torch
 
-from updown_vqa.bench import _device, _forever, _sync, _to, time_batches
-from updown_vqa.data import VQADataModule
-from updown_vqa.errors import UpdownError
+from updown_vqa.bench.loader import _device, _forever, _sync, _to, time_batches
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.vqa.data import VQADataModule
 
 
 class _StepTimer:
@@ -81,7 +81,7 @@ def plain_throughput(module, dm: VQADataModule, batches: int, warmup: int, preci
 
 def train_model(dm: VQADataModule, args) -> torch.nn.Module:
     """A freshly initialised UpDownVQA (same seed, same weights every call) for the data module."""
-    from updown_vqa.lit import UpDownVQA
+    from updown_vqa.vqa.module import UpDownVQA
 
     torch.manual_seed(args.seed)
     return UpDownVQA(dm.vocab, dm.answers, dm.feature_dim, embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,

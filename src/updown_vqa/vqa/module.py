@@ -8,9 +8,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from updown_vqa.metrics import VQAAccuracy
-from updown_vqa.model import UpDown, init_weights
-from updown_vqa.text import load_glove
+from updown_vqa.core.text import load_glove
+from updown_vqa.vqa.metrics import VQAAccuracy
+from updown_vqa.vqa.model import UpDown, init_weights
 
 
 def lr_factor(epoch: float, warmup_epochs: float, warmup_start: float, decay_start: int,

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from updown_vqa.answers import candidate_accuracies, normalize_answer, soft_score
-from updown_vqa.errors import UpdownError
-from updown_vqa.text import Vocabulary, tokenize
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.text import Vocabulary, tokenize
+from updown_vqa.vqa.answers import candidate_accuracies, normalize_answer, soft_score
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1

@@ -9,7 +9,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
 
 log = logging.getLogger(__name__)
 PAD, UNK = "<pad>", "<unk>"

@@ -25,9 +25,9 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import MultiScaleRoIAlign, clip_boxes_to_image
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from updown_vqa.errors import UpdownError
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.detection.selection import select_regions
 from updown_vqa.features.rois import pool_boxes, split_with_coords
-from updown_vqa.features.selection import select_regions
 
 C5_STRIDE = 32
 

@@ -9,8 +9,8 @@ from omegaconf import OmegaConf
 
 def project_root() -> str:
     """The checkout that holds `conf/` (an editable install), else the working directory."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.dirname(os.path.dirname(here))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # src/updown_vqa
+    root = os.path.dirname(os.path.dirname(package))
     return root if os.path.isdir(os.path.join(root, "conf")) else os.getcwd()
 
 
