@@ -215,7 +215,7 @@ import json
 import torch
 from hydra import compose, initialize_config_dir
 
-from updown_vqa import report
+from updown_vqa.bench import report
 from updown_vqa.bench_sweep import job_settings, measure
 
 # Random features shaped like a small bottom-up store; pinned memory only matters with a GPU.

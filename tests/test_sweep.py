@@ -8,7 +8,8 @@ import os
 import pytest
 from conftest import run_module
 
-from updown_vqa import report
+from updown_vqa.bench import report
+from updown_vqa.report import main as report_main
 
 TINY = ["synthetic.images=40", "synthetic.boxes=4", "synthetic.dim=8", "synthetic.answers=20",
         "model.hidden_dim=16", "model.embed_dim=8", "warmup_batches=1", "batches=2", "train_batches=2"]
@@ -29,7 +30,7 @@ def test_speedup_of_one_worker_over_none_per_batch_size_and_pinning():
 
 def test_report_of_a_folder_without_results_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        report.main([str(tmp_path)])
+        report_main([str(tmp_path)])
     assert exit_info.value.code == 1
     assert "no result.json" in capsys.readouterr().err
 
