@@ -90,8 +90,8 @@ trainer.validate(model, datamodule=datamodule)'''),
 The same accuracy from the official evaluation of the predictions, as `python -m updown_vqa.predict`
 writes them (EvalAI format), with the questions encoded by the model's own vocabulary."""),
     new_code_cell('''\
-from updown_vqa.evaluate import evaluate
-from updown_vqa.predict import predict_vqa, question_loader
+from updown_vqa.vqa.evaluation import evaluate
+from updown_vqa.vqa.inference import predict_vqa, question_loader
 from updown_vqa.vqa.preprocess import load_json
 
 val = OmegaConf.to_container(cfg.data.val, resolve=True)
@@ -107,7 +107,8 @@ print("accuracy", report["overall"], report["perAnswerType"])'''),
 What the model answers, and where it looks: each region shaded by its top-down attention weight
 (`python -m updown_vqa.visualize` draws the same picture to a PNG)."""),
     new_code_cell('''\
-from updown_vqa.visualize import figure, vqa_picture
+from updown_vqa.core.viz import figure
+from updown_vqa.vqa.pictures import vqa_picture
 
 images = os.path.join(DATA_DIR, "shapes", "images", "val")
 picture = vqa_picture(model, val, questions[0]["question_id"], images, dataset=loader.dataset)
@@ -117,7 +118,7 @@ figure(picture)'''),
 Any question about that image: `answer_image` tokenises it with the model's vocabulary and extracts
 the image's features the way the training features were made (here at the image's region boxes)."""),
     new_code_cell('''\
-from updown_vqa.answer import answer_image
+from updown_vqa.vqa.inference import answer_image
 
 answer_image(model, picture["image"], "is there a red circle?", boxes=picture["boxes"], top_k=3)'''),
 ]
@@ -137,7 +138,7 @@ from omegaconf import OmegaConf
 
 data_dir = os.path.abspath(CKPT_DATA) if CKPT_DATA else DATA_DIR'''),
     new_code_cell(SMALL + '''
-from updown_vqa.answer import load_model
+from updown_vqa.vqa.inference import load_vqa_model as load_model
 from updown_vqa.train import train
 
 RUN_DIR = os.path.join(OUT_DIR, "attention")
@@ -151,8 +152,8 @@ model = load_model(CKPT)
 model.hparams'''),
     new_markdown_cell("## Every validation question answered and scored"),
     new_code_cell('''\
-from updown_vqa.evaluate import evaluate
-from updown_vqa.predict import predict_vqa, question_loader
+from updown_vqa.vqa.evaluation import evaluate
+from updown_vqa.vqa.inference import predict_vqa, question_loader
 from updown_vqa.vqa.preprocess import load_json
 
 val = OmegaConf.to_container(cfg.data.val, resolve=True)
@@ -183,7 +184,8 @@ accuracy_bars({"template": per_template, "answer type": report["perAnswerType"]}
 The image with its regions shaded by attention, the top-5 answers (green: an annotator's answer)
 and the ground truth."""),
     new_code_cell('''\
-from updown_vqa.visualize import figure, vqa_picture
+from updown_vqa.core.viz import figure
+from updown_vqa.vqa.pictures import vqa_picture
 
 images = os.path.join(data_dir, "shapes", "images", "val")
 right = next(q["question_id"] for q in questions if accuracy[q["question_id"]] == 100)

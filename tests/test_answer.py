@@ -11,14 +11,16 @@ from conftest import run_module
 from hydra import compose, initialize_config_dir
 from test_extract import extract_config, write_images
 
-from updown_vqa.answer import answer_image, feature_recipe, image_features, quote_free_text
+from updown_vqa.answer import quote_free_text
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir
 from updown_vqa.datasets.shapes import split_files
-from updown_vqa.extract import extract
 from updown_vqa.features.boxes import extract_box_features
+from updown_vqa.features.extractors import extract
 from updown_vqa.features.images import list_images
+from updown_vqa.features.one_image import feature_recipe, image_features
 from updown_vqa.features.store import FeatureStore
+from updown_vqa.vqa.inference import answer_image
 from updown_vqa.vqa.module import UpDownVQA
 
 ANSWERS = ["red", "blue", "green", "yes", "no", "2", "3"]

@@ -20,7 +20,7 @@ from updown_vqa.core.paths import config_dir
 from updown_vqa.detection.data import DetectionDataModule, read_objects
 from updown_vqa.detection.model import build_detector
 from updown_vqa.detection.module import BottomUpDetector, attribute_loss
-from updown_vqa.extract import extract
+from updown_vqa.features.extractors import extract
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.train import train
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 import updown_vqa
-from updown_vqa.evaluate import ResultsError, evaluate, main
+from updown_vqa.evaluate import main
+from updown_vqa.vqa.evaluation import ResultsError, evaluate
 
 # (question_id, answer_type, question_type, ten human answers, prediction)
 SPLIT = [

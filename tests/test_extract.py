@@ -12,13 +12,13 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 from torch import nn
 
-from updown_vqa.answer import image_features
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir
 from updown_vqa.detection.model import build_detector
-from updown_vqa.extract import build_extractor, extract
 from updown_vqa.features.boxes import extract_box_features
+from updown_vqa.features.extractors import build_extractor, extract
 from updown_vqa.features.images import extract_to_store, image_id, list_images
+from updown_vqa.features.one_image import image_features
 from updown_vqa.features.rois import roi_features
 from updown_vqa.features.store import FeatureStore
 

@@ -12,9 +12,9 @@ from hydra import compose, initialize_config_dir
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir
 from updown_vqa.core.text import Vocabulary, tokenize
-from updown_vqa.evaluate import evaluate
-from updown_vqa.predict import predict
 from updown_vqa.vqa.data import StoreSet
+from updown_vqa.vqa.evaluation import evaluate
+from updown_vqa.vqa.inference import predict
 from updown_vqa.vqa.module import UpDownVQA
 from updown_vqa.vqa.preprocess import read_split
 

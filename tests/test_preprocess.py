@@ -10,9 +10,9 @@ import pytest
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.text import tokenize
 from updown_vqa.datasets.vqa2_synthetic import generate
-from updown_vqa.evaluate import evaluate
 from updown_vqa.vqa import preprocess as prep
 from updown_vqa.vqa.answers import soft_scores
+from updown_vqa.vqa.evaluation import evaluate
 
 
 @pytest.fixture(scope="module")

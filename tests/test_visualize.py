@@ -11,7 +11,6 @@ from conftest import run_module
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from updown_vqa import visualize as visualize_module
 from updown_vqa.captioning.module import UpDownCaptioning, caption_attention
 from updown_vqa.core import viz
 from updown_vqa.core.errors import UpdownError
@@ -72,8 +71,8 @@ def direct_attention(model, data_dir, question: str, image_id: int):
 def test_picture_draws_the_models_attention_for_the_question(vqa_checkpoint, data_dir, tmp_path, monkeypatch):
     path, model = vqa_checkpoint
     drawn = []
-    monkeypatch.setattr(visualize_module, "show_attention",
-                        lambda *args, **kwargs: drawn.append(args) or viz.show_attention(*args, **kwargs))
+    draw = viz.show_attention
+    monkeypatch.setattr(viz, "show_attention", lambda *args, **kwargs: drawn.append(args) or draw(*args, **kwargs))
     questions = json.load(open(shapes_file(data_dir, "v2_OpenEnded_shapes_val_questions.json")))["questions"]
     annotations = json.load(open(shapes_file(data_dir, "v2_shapes_val_annotations.json")))["annotations"]
     for question in questions[5:7]:  # two questions of one image: the same boxes, other weights
@@ -126,8 +125,9 @@ def test_caption_checkpoint_gets_a_panel_per_word(data_dir, tmp_path, monkeypatc
                              embed_dim=8, hidden_dim=16, attention_dim=8, max_decode_length=4)
     path = save(model, str(tmp_path / "caption.ckpt"))
     drawn = []
-    monkeypatch.setattr(visualize_module, "show_caption_attention",
-                        lambda *args, **kwargs: drawn.append(args) or viz.show_caption_attention(*args, **kwargs))
+    draw = viz.show_caption_attention
+    monkeypatch.setattr(viz, "show_caption_attention",
+                        lambda *args, **kwargs: drawn.append(args) or draw(*args, **kwargs))
     store = FeatureStore(shapes_file(data_dir, "shapes_val_features.h5"))
     image_id = int(store.image_ids[3])
     result = visualize(visualize_config(data_dir, tmp_path, f"ckpt={path}", f"image_id={image_id}"))

@@ -11,9 +11,9 @@ from conftest import run_module
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.text import load_glove
-from updown_vqa.evaluate import evaluate
 from updown_vqa.features.store import write_store
 from updown_vqa.vqa.data import VQADataModule
+from updown_vqa.vqa.evaluation import evaluate
 from updown_vqa.vqa.metrics import VQAAccuracy
 from updown_vqa.vqa.module import UpDownVQA
 

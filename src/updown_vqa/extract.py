@@ -4,186 +4,30 @@ Modes (`mode=`): `grid`, the cells of a ResNet's last feature map (448 px -> 14x
 RoI features at boxes given per image id in a json file; `regions`, bottom-up attention regions of a
 Faster R-CNN. Image ids are the integer ending each file name (COCO_val2014_000000000042.jpg -> 42).
 The store records its recipe (mode, backbone, weights and their sha256, sizes, thresholds); `answer`
-rebuilds the same extractor from it. See conf/extract/config.yaml and docs/extraction.md.
+rebuilds the same extractor from it. See conf/extract/config.yaml, docs/extraction.md and
+`updown_vqa.features.extractors`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import sys
-from collections.abc import Mapping
-
 import hydra
-import torch
-import torchvision
 from omegaconf import DictConfig
 
-from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.cli import command
 from updown_vqa.core.paths import config_dir
-from updown_vqa.detection.model import (
-    REGION_FEATURES,
-    RegionExtractor,
-    build_detector,
-    trained_detector,
-)
-from updown_vqa.features.boxes import BoxExtractor, check_boxes
-from updown_vqa.features.images import extract_to_store, list_images
-from updown_vqa.features.rois import build_trunk, normalize_images, weights_record
-from updown_vqa.features.store import FeatureStore
-
-log = logging.getLogger(__name__)
-MODES = ("grid", "boxes", "regions")
-DETECTOR_KEYS = ("num_classes", "proposals", "per_class_boxes", "nms_iou", "score_threshold",
-                 "min_boxes", "max_boxes")
-
-
-class GridExtractor:
-    """Each cell of the trunk's output grid is a region whose box is that cell in original pixels."""
-
-    def __init__(self, trunk: torch.nn.Module, channels: int, stride: int, spatial: bool = False):
-        self.trunk, self.stride, self.spatial = trunk, stride, spatial
-        self.feature_dim = channels + (4 if spatial else 0)
-
-    def __call__(self, images: torch.Tensor, sizes, ids) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """images: uint8 [B, 3, S, S]; one (boxes [G*G, 4], features [G*G, D]) per image, row by row."""
-        grid = self.trunk(normalize_images(images))  # [B, C, G_h, G_w]
-        features = grid.flatten(2).transpose(1, 2)  # [B, G_h*G_w, C]
-        out = []
-        for cells, (w, h) in zip(features, sizes):
-            boxes = grid_boxes(grid.shape[-2:], self.stride, images.shape[-2:], (w, h))
-            boxes = boxes.to(images.device)
-            if self.spatial:
-                cells = torch.cat([cells.float(), boxes / boxes.new_tensor([w, h, w, h])], dim=1)
-            out.append((boxes, cells))
-        return out
-
-
-def grid_boxes(grid: tuple[int, int], stride: int, input_size: tuple[int, int],
-               image_size: tuple[int, int]) -> torch.Tensor:
-    """Boxes [G_h*G_w, 4] x1 y1 x2 y2 of the cells, row by row, in pixels of the original w x h image."""
-    (rows, cols), (height, width), (w, h) = grid, input_size, image_size
-    ys = (torch.arange(rows + 1) * stride).clamp(max=height) * (h / height)
-    xs = (torch.arange(cols + 1) * stride).clamp(max=width) * (w / width)
-    y1, x1 = torch.meshgrid(ys[:-1], xs[:-1], indexing="ij")
-    y2, x2 = torch.meshgrid(ys[1:], xs[1:], indexing="ij")
-    return torch.stack([x1, y1, x2, y2], dim=-1).reshape(-1, 4).float()
-
-
-def make_recipe(cfg: DictConfig) -> dict:
-    """What the store records about how it was made; checks the mode, backbone and weights now."""
-    if cfg.mode not in MODES:
-        raise UpdownError(f"mode={cfg.mode!r}: choose one of {', '.join(MODES)}")
-    if not cfg.backbone.startswith("resnet") or not hasattr(torchvision.models, cfg.backbone):
-        raise UpdownError(f"backbone={cfg.backbone!r}: use a torchvision ResNet (resnet18..resnet152)")
-    model = f"fasterrcnn_{cfg.backbone}_fpn" if cfg.mode == "regions" else cfg.backbone
-    recipe = {"extractor": cfg.mode, "backbone": cfg.backbone,
-              **weights_record(model, cfg.weights, cfg.allow_random_weights, cfg.seed),
-              "image_size": int(cfg.image_size), "spatial_features": bool(cfg.spatial_features)}
-    if cfg.mode == "regions":
-        recipe |= {key: cfg.detector[key] for key in DETECTOR_KEYS}
-        trained = trained_detector(cfg.weights)
-        if trained:  # a train_detector checkpoint brings its own architecture and classes
-            recipe |= {"backbone": trained["backbone"], "num_classes": trained["num_classes"]}
-        recipe["region_features"] = cfg.detector.get("region_features", "c5")
-        if recipe["region_features"] not in REGION_FEATURES:
-            raise UpdownError(f"detector.region_features={recipe['region_features']!r}: choose one of "
-                              f"{', '.join(REGION_FEATURES)}")
-        recipe["feature_pooling"] = REGION_FEATURES[recipe["region_features"]]
-    else:
-        recipe["stage"] = cfg.stage
-    if cfg.mode == "boxes":
-        recipe["roi_output_size"] = int(cfg.roi_output_size)
-        recipe["boxes_file"] = os.path.abspath(cfg.boxes) if cfg.boxes else "given per image"
-    return recipe
-
-
-def build_extractor(recipe: Mapping, device: str | torch.device = "cpu",
-                    boxes: Mapping | None = None):
-    """The extractor a recipe (a store's attrs) describes, on `device`; `boxes` for mode `boxes`."""
-    weights = None if str(recipe["weights"]).startswith("random") else recipe["weights"]
-    seed = int(recipe.get("seed", 0))
-    spatial = recipe.get("spatial_features") not in (False, None, "none", "false")
-    if recipe["extractor"] == "regions":
-        detector = build_detector(recipe["backbone"], weights, int(recipe["num_classes"]),
-                                  int(recipe["image_size"]), int(recipe["proposals"]), seed)
-        rule = {key: recipe[key] for key in DETECTOR_KEYS[2:]}
-        return RegionExtractor(detector.to(device), spatial=spatial,
-                               region_features=str(recipe.get("region_features", "c5")), **rule)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)  # a random trunk is the same on every run and in `answer`
-        trunk, channels, stride = build_trunk(recipe["backbone"], weights, recipe["stage"])
-    trunk.to(device)
-    if recipe["extractor"] == "grid":
-        return GridExtractor(trunk, channels, stride, spatial)
-    return BoxExtractor(trunk, channels, stride, boxes or {}, int(recipe["roi_output_size"]),
-                        spatial)
-
-
-def load_boxes(path: str | None) -> dict[int, list]:
-    """{image id: [[x1, y1, x2, y2], ...]} from a json file keyed by image id."""
-    if not path:
-        raise UpdownError("mode=boxes needs boxes=FILE.json: {\"image_id\": [[x1, y1, x2, y2], ...]}")
-    try:
-        with open(path) as f:
-            return {int(k): v for k, v in json.load(f).items()}
-    except (OSError, ValueError, AttributeError) as e:
-        raise UpdownError(f"boxes={path}: cannot read it as a json object of image id -> boxes "
-                          f"({e})") from None
-
-
-def device_of(name: str | None) -> torch.device:
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def extract(cfg: DictConfig) -> str:
-    """Write (or finish, or confirm up to date) the feature store `cfg.out` for `cfg.images`."""
-    images = list_images(cfg.images)
-    recipe = make_recipe(cfg)
-    if not cfg.restart and _up_to_date(cfg.out, recipe, cfg.dtype, images):
-        print(f"{cfg.out}: up to date ({len(images)} images, same settings); nothing to do")
-        return cfg.out
-    boxes = check_boxes(load_boxes(cfg.boxes), images, cfg.boxes) if cfg.mode == "boxes" else None
-    device = device_of(cfg.device)
-    extractor = build_extractor(recipe, device, boxes)
-    extract_to_store(images, extractor, extractor.feature_dim, cfg.out, recipe, cfg.image_size,
-                     cfg.batch_size, cfg.num_workers, cfg.pin_memory, device, cfg.autocast,
-                     cfg.dtype, resume=not cfg.restart)
-    store = FeatureStore(cfg.out)
-    print(f"{cfg.out}: {len(store)} images, {len(store.skipped)} skipped, up to {store.max_boxes} "
-          f"regions of {store.feature_dim}-d {cfg.mode} features")
-    return cfg.out
-
-
-def _up_to_date(out: str, recipe: Mapping, dtype: str, images: Mapping[int, str]) -> bool:
-    """A finished store made with the same recipe that covers every image (or lists it as skipped)."""
-    if not os.path.isfile(out) or os.path.exists(f"{out}.work.h5"):
-        return False
-    try:
-        store = FeatureStore(out)
-    except UpdownError:
-        return False
-    same = all(store.attrs.get(k) == v for k, v in recipe.items()) and store.attrs.get("dtype") == dtype
-    done = set(store.image_ids.tolist()) | set(store.skipped.tolist())
-    if same and not set(images) <= done:
-        log.info("%s: %d new images; extracting all again", out, len(set(images) - done))
-    return same and set(images) <= done
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="extract/config")
+@command
 def main(cfg: DictConfig) -> None:
-    try:
-        if cfg.bench:
-            from updown_vqa.bench.extraction import bench
+    if cfg.bench:
+        from updown_vqa.bench.extraction import bench
 
-            bench(cfg)
-        else:
-            extract(cfg)
-    except UpdownError as e:
-        log.error("%s", e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        bench(cfg)
+    else:
+        from updown_vqa.features.extractors import extract
+
+        extract(cfg)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ per image with all its reference captions, so each image is decoded once.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -16,10 +15,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from updown_vqa.core.cache import as_list, fingerprint, load_cache, read_json, save_cache
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.text import Vocabulary, tokenize
 from updown_vqa.vqa.data import BatchSampler, StoreSet, shard, use_sampler
-from updown_vqa.vqa.preprocess import as_list, fingerprint
 
 log = logging.getLogger(__name__)
 BOS, EOS = "<bos>", "<eos>"  # indices 2 and 3, after <pad> and <unk>: the captioner's defaults
@@ -27,20 +26,10 @@ CACHE_VERSION = 1
 KARPATHY_SPLITS = {"train": ["train", "restval"], "val": ["val"], "test": ["test"]}
 
 
-def _load_json(path: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UpdownError(f"{path}: file not found (check the data.*.captions paths)") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise UpdownError(f"{path}: cannot read it as JSON ({e})") from None
-
-
 def read_captions(path: str, karpathy_splits: Sequence[str]) -> tuple[list[int], list[int], list[str]]:
     """(image ids, image id of each caption, caption texts) of a COCO captions file or Karpathy's
     `dataset_coco.json` (only its images whose `split` is in `karpathy_splits`)."""
-    data = _load_json(path)
+    data = read_json(path)
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list):
         raise UpdownError(f"{path}: no 'images' list; expected COCO captions or Karpathy's dataset_coco.json")
@@ -88,7 +77,7 @@ def preprocess_captions(splits: dict[str, dict], cache_dir: str, max_caption_len
     for path in paths:
         if not os.path.isfile(path):
             raise UpdownError(f"{path}: file not found (check the data.*.captions paths)")
-    stem = os.path.join(cache_dir, "captions-" + fingerprint(paths, settings))
+    stem = os.path.join(cache_dir, "captions-" + fingerprint(paths, settings, CACHE_VERSION))
     if os.path.isfile(stem + ".json") and os.path.isfile(stem + ".npz"):
         return stem
     read = {name: [read_captions(p, chosen[name]) for p in ps] for name, ps in files.items() if ps}
@@ -108,13 +97,7 @@ def preprocess_captions(splits: dict[str, dict], cache_dir: str, max_caption_len
         references[name] = [by_image[i] for i in image_ids]
         log.info("%s: %d captions of %d images", name, len(caption_ids), len(image_ids))
     log.info("caption vocabulary: %d words (min count %d)", len(vocab), min_word_count)
-    os.makedirs(cache_dir, exist_ok=True)
-    np.savez(stem + ".tmp.npz", **arrays)
-    os.replace(stem + ".tmp.npz", stem + ".npz")
-    with open(stem + ".tmp.json", "w") as f:
-        json.dump({"settings": settings, "vocab": vocab.words, "references": references}, f)
-    os.replace(stem + ".tmp.json", stem + ".json")  # written last: its presence marks a complete cache
-    return stem
+    return save_cache(stem, arrays, {"settings": settings, "vocab": vocab.words, "references": references})
 
 
 def _regions(stores: StoreSet, which: np.ndarray, rows: np.ndarray) -> dict[str, torch.Tensor]:
@@ -231,11 +214,7 @@ class CaptionDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        stem = self._preprocess()
-        with open(stem + ".json") as f:
-            self.meta = json.load(f)
-        with np.load(stem + ".npz") as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        self.meta, arrays = load_cache(self._preprocess())
         for split, files in self.splits.items():
             stores = StoreSet(as_list(files.get("features")))
             source = ", ".join(as_list(files.get("captions"))) or split

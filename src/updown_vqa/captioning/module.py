@@ -6,9 +6,6 @@ Also the pieces other entry points reuse: decoding a batch to strings, writing C
 
 from __future__ import annotations
 
-import json
-import os
-
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -17,6 +14,7 @@ from updown_vqa.captioning.data import BOS, EOS
 from updown_vqa.captioning.metrics import bleu, cider_d
 from updown_vqa.captioning.model import UpDownCaptioner, caption_loss
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import write_json
 
 
 def tokens_to_words(tokens: torch.Tensor, vocab: list[str], eos_index: int = 3) -> list[list[str]]:
@@ -36,6 +34,8 @@ class UpDownCaptioning(pl.LightningModule):
     Validation decodes each image once, greedily (beam_size=1) or with beam search, and logs
     val/bleu1..4 (0-1) and val/cider (CIDEr-D; 1.0 here is reported as 100 in papers).
     """
+
+    TASK = "caption"  # recorded in its checkpoints (core.checkpointing.checkpoint_task)
 
     def __init__(self, vocab: list[str], feature_dim: int = 2048, embed_dim: int = 1000,
                  hidden_dim: int = 1000, attention_dim: int = 512, dropout: float = 0.5,
@@ -118,10 +118,7 @@ def write_caption_results(model: UpDownCaptioning, loader, path: str | None = No
         captions = model.decode(batch, beam_size, max_length)
         results += [{"image_id": i, "caption": c} for i, c in zip(batch["image_ids"].tolist(), captions)]
     if path:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(results, f)
-        os.replace(path + ".tmp", path)
+        write_json(path, results)
     return results
 
 

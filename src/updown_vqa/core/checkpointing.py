@@ -9,6 +9,7 @@ checkpoint beyond Lightning's own state, and resuming, are in `updown_vqa.core.r
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import re
@@ -16,13 +17,17 @@ import signal
 import subprocess
 import threading
 import time
+import typing
 
 import torch
 from lightning_fabric.plugins.environments import SLURMEnvironment
+from omegaconf import AnyNode, DictConfig, ListConfig
+from omegaconf.base import ContainerMetadata, Metadata
 from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import atomic_write
 
 log = logging.getLogger(__name__)
 LAST = "last.ckpt"
@@ -37,53 +42,69 @@ class TrainingStopped(Exception):
     """Raised after a stop signal once `last.ckpt` is saved; the entry point exits cleanly."""
 
 
-def read_checkpoint(path: str, mmap: bool = False) -> dict:
-    """The checkpoint at `path`, loaded with `weights_only=True`: no pickled code ever runs."""
+# Data-only classes of OmegaConf containers, which older checkpoints hold in their hparams (lists that
+# Hydra's `instantiate` passed as kwargs); torch's restricted (weights_only) unpickler may build them.
+HPARAM_GLOBALS = [ListConfig, DictConfig, ContainerMetadata, Metadata, AnyNode, typing.Any, list, dict, int,
+                  collections.defaultdict]
+COMMANDS = {"vqa": "python -m updown_vqa.predict or .answer", "caption": "python -m updown_vqa.predict_caption",
+            "detect": "python -m updown_vqa.extract mode=regions weights=CKPT"}
+
+
+def read_checkpoint(path: str, mmap: bool = False, key: str = "") -> dict:
+    """The checkpoint (or weights file) at `path`, loaded with `weights_only=True`: no pickled code ever
+    runs. `key` (ckpt, weights, resume) prefixes the messages, which name the file and what to do."""
+    name = f"{key}={path}" if key else str(path)
     if not os.path.isfile(path):
-        raise UnreadableCheckpoint(f"{path}: checkpoint not found")
+        raise UnreadableCheckpoint(f"{name}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        with torch.serialization.safe_globals(HPARAM_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:
         refused = re.search(r"GLOBAL ([\w.]+)", str(e)) if "Weights only load failed" in str(e) else None
         if refused:  # a class or function that unpickling would import and call
-            raise UnreadableCheckpoint(f"{path}: refused: it holds a pickled {refused.group(1)}, and loading "
-                                       "runs no pickled code; only tensors and plain containers load") from e
-        raise UnreadableCheckpoint(f"{path}: cannot load the checkpoint, it is truncated or corrupt "
-                                   f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
+            raise UnreadableCheckpoint(f"{name}: refused: it holds a pickled {refused.group(1)}, and loading "
+                                       "runs no pickled code; only tensors and plain containers load") from None
+        raise UnreadableCheckpoint(f"{name}: cannot load the checkpoint, it is truncated or corrupt "
+                                   f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+
+
+def checkpoint_task(checkpoint: dict) -> str | None:
+    """"vqa", "caption" or "detect": recorded in every checkpoint by ResumeState (guessed from the
+    hyperparameters of checkpoints written before it did); None for a plain state dict."""
+    if "task" in checkpoint:
+        return checkpoint["task"]
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict):
+        return None
+    return "vqa" if "answers" in hparams else "detect" if "detector" in hparams else "caption"
+
+
+def load_module(cls, path: str, key: str = "ckpt"):
+    """The LightningModule `cls` (with a TASK) of a checkpoint, on the CPU in eval mode; a checkpoint of
+    another task or an unreadable file is one UpdownError naming the file and what to do."""
+    task = checkpoint_task(read_checkpoint(path, mmap=True, key=key))
+    if task != cls.TASK:
+        what = f"a {task} checkpoint" if task else "not a checkpoint of python -m updown_vqa.train"
+        hint = f"; use it with {COMMANDS[task]}" if task in COMMANDS else ""
+        raise UpdownError(f"{key}={path}: {what}, not a {cls.TASK} one{hint}")
+    try:
+        with torch.serialization.safe_globals(HPARAM_GLOBALS):
+            model = cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # an old format, or weights that do not fit the recorded sizes
+        raise UpdownError(f"{key}={path}: cannot load it as a {cls.TASK} checkpoint "
+                          f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    return model.eval()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a temporary file beside the target, fsyncs it and renames it over the target."""
+    """Checkpoints written through `core.io.atomic_path`: whole or not at all, fsynced."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        path = str(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        tmp = f"{path}.tmp-{os.getpid()}"
-        try:
-            os.makedirs(folder, exist_ok=True)
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            _fsync_folder(folder)  # the rename itself survives a power cut
-        except OSError as e:  # a full disk, a quota, a lost mount
-            raise UpdownError(f"{path}: cannot write the checkpoint ({e.strerror or e}); the previous one "
-                              f"is kept. Free space in {folder}, then rerun the same command to resume") from e
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        with atomic_write(str(path), "wb", what="the checkpoint") as f:  # a full disk keeps the previous one
+            torch.save(checkpoint, f)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         return read_checkpoint(str(path))
-
-
-def _fsync_folder(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LastCheckpoint(Checkpoint):

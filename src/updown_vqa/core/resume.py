@@ -27,6 +27,7 @@ from pytorch_lightning.loggers import CSVLogger
 
 from updown_vqa.core.checkpointing import LAST, UnreadableCheckpoint, read_checkpoint
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import write_json
 
 log = logging.getLogger(__name__)
 FINISHED = "finished.json"
@@ -63,11 +64,7 @@ def read_finished(checkpoint_dir: str) -> dict | None:
 
 
 def write_finished(checkpoint_dir: str, summary: dict) -> None:
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    tmp = os.path.join(checkpoint_dir, FINISHED + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(summary, f, indent=1)
-    os.replace(tmp, os.path.join(checkpoint_dir, FINISHED))
+    write_json(os.path.join(checkpoint_dir, FINISHED), summary, indent=1)
 
 
 def candidates(checkpoint_dir: str) -> list[str]:
@@ -218,6 +215,7 @@ class ResumeState(Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         checkpoint["fingerprints"] = data_fingerprints(trainer.datamodule)
+        checkpoint["task"] = getattr(pl_module, "TASK", None)  # which command can use it (checkpoint_task)
         if "hyper_parameters" in checkpoint:  # OmegaConf containers would need pickled code to load
             checkpoint["hyper_parameters"] = _plain(dict(checkpoint["hyper_parameters"]))
 

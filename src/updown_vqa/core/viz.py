@@ -112,3 +112,14 @@ def accuracy_bars(groups: dict[str, dict[str, float]], title: str = "VQA accurac
         ax.tick_params(axis="x", labelrotation=30)
     fig.tight_layout()
     return fig
+
+
+def figure(picture: dict):
+    """The matplotlib Figure of a `vqa_picture` or `caption_picture`."""
+    if picture["kind"] == "caption":
+        return show_caption_attention(picture["image"], picture["boxes"], picture["words"],
+                                      picture["attention"],
+                                      title=f"image {picture['image_id']}: {' '.join(picture['words'])}")
+    return show_attention(picture["image"], picture["boxes"], picture["weights"], picture["question"],
+                          picture["answers"], picture["ground_truth"],
+                          title=f"question {picture['question_id']}, image {picture['image_id']}")

@@ -6,13 +6,13 @@ answers). Files are written once per shape under `root` and reused.
 
 from __future__ import annotations
 
-import json
 import os
 
 import h5py
 import numpy as np
 
-from updown_vqa.features.store import FORMAT_VERSION, atomic_replace
+from updown_vqa.core.io import atomic_path, write_json
+from updown_vqa.features.store import FORMAT_VERSION
 
 _BLOCK_BYTES = 64 << 20
 
@@ -21,8 +21,7 @@ def write_random_store(path: str, num_images: int, boxes: int = 36, dim: int = 2
                        seed: int = 0) -> None:
     """A finished (contiguous, padded) store of `num_images` images with `boxes` random regions each."""
     rng = np.random.default_rng(seed)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f["image_ids"] = np.arange(1, num_images + 1, dtype=np.int64)
         f["image_w"] = np.full(num_images, 640, np.int32)
         f["image_h"] = np.full(num_images, 480, np.int32)
@@ -35,7 +34,6 @@ def write_random_store(path: str, num_images: int, boxes: int = 36, dim: int = 2
             hi = min(lo + step, num_images)
             features[lo:hi] = rng.random((hi - lo, boxes, dim), dtype=np.float32)
         f.attrs.update({"format_version": FORMAT_VERSION, "layout": "padded", "source": "random"})
-    atomic_replace(tmp, path)
 
 
 def write_random_questions(root: str, image_ids: np.ndarray, questions_per_image: int = 5,
@@ -57,9 +55,7 @@ def write_random_questions(root: str, image_ids: np.ndarray, questions_per_image
     paths = {"questions": os.path.join(root, "questions.json"),
              "annotations": os.path.join(root, "annotations.json")}
     for key, payload in (("questions", questions), ("annotations", annotations)):
-        with open(paths[key] + ".tmp", "w") as f:
-            json.dump({key: payload}, f)
-        os.replace(paths[key] + ".tmp", paths[key])
+        write_json(paths[key], {key: payload})
     return paths
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from updown_vqa.core.io import write_json
+
 COLORS = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 230),
     "yellow": (230, 210, 40), "purple": (150, 60, 200), "cyan": (40, 200, 210),
@@ -218,10 +220,7 @@ def _write_split_files(root, split, questions, annotations, scenes, proposals, c
                      "annotations": [c | {"id": k} for k, c in enumerate(captions)]},
     }
     for key, obj in contents.items():
-        tmp = files[key] + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, files[key])
+        write_json(files[key], obj)
 
 
 def split_files(root: str, split: str) -> dict[str, str]:

@@ -22,6 +22,8 @@ import tempfile
 import time
 from itertools import accumulate
 
+from updown_vqa.core.io import atomic_write
+
 # Real VQA v2 sizes (train2014 / val2014).
 FULL_SIZES = {"train2014": (443_757, 82_783), "val2014": (214_354, 40_504)}
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
@@ -121,13 +123,11 @@ def _most_common(answers: list[str]) -> str:
 
 def _write_json_stream(path: str, head: dict, key: str, items) -> None:
     """{**head, key: [items...]}, written item by item so a full-size corpus never sits in memory."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic_write(path) as f:
         f.write(json.dumps(head)[:-1] + (", " if head else "") + json.dumps(key) + ": [")
         for i, item in enumerate(items):
             f.write((", " if i else "") + json.dumps(item))
         f.write("]}")
-    os.replace(tmp, path)
 
 
 def generate_split(root: str, subtype: str, num_questions: int, num_images: int, corpus: Corpus,

@@ -74,6 +74,8 @@ class BottomUpDetector(pl.LightningModule):
     `trainable_layers` (with norm "frozen") is how many of its last stages train, as in torchvision.
     """
 
+    TASK = "detect"  # recorded in its checkpoints (core.checkpointing.checkpoint_task)
+
     def __init__(self, classes: list[str], attributes: list[str], detector: dict, image_size: int = 600,
                  lr: float = 1e-3, weight_decay: float = 1e-4, warmup_steps: int = 200,
                  lr_milestones: tuple[int, ...] = (), lr_decay_rate: float = 0.1,

@@ -16,16 +16,10 @@ import h5py
 import numpy as np
 
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import atomic_path
 
 FORMAT_VERSION = 1
 REQUIRED = ("image_ids", "image_w", "image_h", "num_boxes", "boxes", "features")
-
-
-def atomic_replace(tmp_path: str, path: str) -> None:
-    """fsync `tmp_path` and rename it onto `path`, so readers see the old file or the new one."""
-    with open(tmp_path, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp_path, path)
 
 
 def write_store(
@@ -47,8 +41,7 @@ def write_store(
     if len(np.unique(image_ids)) != len(image_ids):
         raise UpdownError(f"{path}: duplicate image ids; each image may appear once in a store")
     dim = features[0].shape[1] if features else 0
-    tmp = f"{path}.tmp{os.getpid()}"
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("image_ids", data=image_ids)
         f.create_dataset("image_w", data=sizes[:, 0])
         f.create_dataset("image_h", data=sizes[:, 1])
@@ -72,7 +65,6 @@ def write_store(
         f.attrs.update(dict(attrs or {}))
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["layout"] = layout
-    atomic_replace(tmp, path)
 
 
 def _memmap(path: str, dataset: h5py.Dataset) -> np.ndarray | h5py.Dataset:

@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.features.store import FORMAT_VERSION, atomic_replace
+from updown_vqa.core.io import atomic_path
+from updown_vqa.features.store import FORMAT_VERSION
 
 BLOCK_IMAGES = 256  # images buffered in memory before a write
 BLOCK_BYTES = 64 << 20  # ... or this many bytes of features, whichever comes first
@@ -192,18 +193,13 @@ class StoreWriter:
         if layout not in ("padded", "flat"):
             raise ValueError(f"layout must be 'padded' or 'flat', not {layout!r}")
         self.close()
-        tmp = f"{self.path}.tmp"
-        try:
+        # On any failure the work file is intact and a rerun finalizes again.
+        with atomic_path(self.path) as tmp:
             with h5py.File(self.work_path, "r") as work, h5py.File(tmp, "w") as out:
                 _SortedCopy(work, out, layout).run()
                 out.attrs.update(self.attrs)
                 out.attrs.update(dtype=self.dtype.name, format_version=FORMAT_VERSION)
                 out.attrs["layout"] = layout
-            atomic_replace(tmp, self.path)
-        except BaseException:  # the work file is intact: a rerun finalizes again
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
         os.remove(self.work_path)
         return self.path
 

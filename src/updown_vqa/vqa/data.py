@@ -12,10 +12,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from updown_vqa.core.batch_slots import SlotDataLoader, SlotPool
+from updown_vqa.core.cache import as_list, load_cache
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.regions import RegionTable
 from updown_vqa.features.store import FeatureStore
-from updown_vqa.vqa.preprocess import as_list, load_cache, preprocess
+from updown_vqa.vqa.preprocess import preprocess
 
 
 class StoreSet:

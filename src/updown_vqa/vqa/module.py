@@ -31,6 +31,8 @@ class UpDownVQA(pl.LightningModule):
     """Wraps `UpDown`. The vocabulary, answer list and feature record are hyperparameters, so a
     checkpoint alone is enough to answer questions: no training caches are needed."""
 
+    TASK = "vqa"  # recorded in its checkpoints (core.checkpointing.checkpoint_task)
+
     def __init__(self, vocab: list[str], answers: list[str], feature_dim: int = 2048,
                  embed_dim: int = 300, hidden_dim: int = 1024, nonlinearity: str = "gated_tanh",
                  weight_norm: bool = False, dropout: float = 0.5, use_image: bool = True,

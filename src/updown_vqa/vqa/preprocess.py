@@ -7,8 +7,6 @@ settings, so it is rebuilt whenever either changes and never silently reused whe
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import os
 from collections import Counter
@@ -16,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from updown_vqa.core.cache import as_list, fingerprint, load_cache, read_json, save_cache  # noqa: F401 (load_cache reads its output)
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.text import Vocabulary, tokenize
 from updown_vqa.vqa.answers import candidate_accuracies, normalize_answer, soft_score
@@ -26,23 +25,10 @@ ANSWER_TYPES = ("yes/no", "number", "other")
 _normalize = functools.lru_cache(maxsize=1 << 20)(normalize_answer)  # answers repeat
 
 
-def as_list(value) -> list[str]:
-    """A config value that is one path or a list of paths, as a list ([] for None)."""
-    if value is None:
-        return []
-    return [str(value)] if isinstance(value, (str, os.PathLike)) else [str(v) for v in value]
-
-
 def load_json(path: str, key: str):
     """`json[key]` of a VQA file, with errors that name the file."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise UpdownError(f"{path}: file not found (check the data.* paths)") from None
-    except (OSError, json.JSONDecodeError) as e:
-        raise UpdownError(f"{path}: cannot read it as JSON ({e})") from None
-    if key not in data:
+    data = read_json(path)
+    if not isinstance(data, dict) or key not in data:
         raise UpdownError(f"{path}: no '{key}' list; expected the official VQA v2 format")
     return data[key]
 
@@ -60,16 +46,6 @@ def read_split(questions: Sequence[str], annotations: Sequence[str]) -> dict:
                               f"({len(missing)} in all); pair each questions file with its annotations")
         out["annotations"] = [by_id[qid] for qid in out["question_ids"]]
     return out
-
-
-def fingerprint(files: Sequence[str], settings: dict) -> str:
-    """Hash of the input files' identity and the settings that shape the cache."""
-    stats = []
-    for path in files:
-        st = os.stat(path)
-        stats.append([os.path.abspath(path), st.st_size, int(st.st_mtime_ns)])
-    blob = json.dumps([CACHE_VERSION, stats, settings], sort_keys=True).encode()
-    return hashlib.sha1(blob).hexdigest()[:16]
 
 
 def build_answer_vocab(annotations: Sequence[dict], min_count: int) -> list[str]:
@@ -134,7 +110,7 @@ def preprocess(splits: dict[str, dict], cache_dir: str, max_question_length: int
         if not os.path.isfile(path):
             raise UpdownError(f"{path}: file not found (check the data.* paths)")
     stem = os.path.join(cache_dir, "vqa-" + fingerprint([p for q, a in files.values() for p in q + a],
-                                                         settings))
+                                                         settings, CACHE_VERSION))
     if os.path.isfile(stem + ".json") and os.path.isfile(stem + ".npz"):
         return stem
     data = {name: read_split(q, a) for name, (q, a) in files.items()}
@@ -158,13 +134,7 @@ def preprocess(splits: dict[str, dict], cache_dir: str, max_question_length: int
     meta = {"version": CACHE_VERSION, "settings": settings, "vocab": vocab.words, "answers": answers,
             "splits": {name: _split_info(d, answer_index) for name, d in data.items()}}
     _log_summary(meta, arrays)
-    os.makedirs(cache_dir, exist_ok=True)
-    np.savez(stem + ".tmp.npz", **arrays)
-    os.replace(stem + ".tmp.npz", stem + ".npz")
-    with open(stem + ".tmp.json", "w") as f:
-        json.dump(meta, f)
-    os.replace(stem + ".tmp.json", stem + ".json")  # written last: its presence marks a complete cache
-    return stem
+    return save_cache(stem, arrays, meta)
 
 
 def _check_split_names(files: dict, answer_splits: Sequence[str], vocab_splits: Sequence[str]) -> None:
@@ -188,15 +158,6 @@ def _split_info(split: dict, answer_index: dict[str, int]) -> dict:
         info["best_answer_outside_vocab"] = sum(
             _normalize(a["multiple_choice_answer"]) not in answer_index for a in split["annotations"])
     return info
-
-
-def load_cache(stem: str) -> tuple[dict, dict[str, np.ndarray]]:
-    """The metadata (vocab, answers, settings) and arrays written by `preprocess`."""
-    with open(stem + ".json") as f:
-        meta = json.load(f)
-    with np.load(stem + ".npz") as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    return meta, arrays
 
 
 def _log_summary(meta: dict, arrays: dict[str, np.ndarray]) -> None:

@@ -1,0 +1,59 @@
+"""Captioning with a trained checkpoint: every image of a split (`predict_caption`) with its metrics,
+and the per-word attention of one image (`visualize`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from updown_vqa.captioning.metrics import bleu, cider_d
+from updown_vqa.captioning.module import UpDownCaptioning, caption_attention, write_caption_results
+from updown_vqa.core.cache import as_list
+from updown_vqa.core.checkpointing import load_module
+from updown_vqa.core.devices import choose_device
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.vqa.data import StoreSet
+from updown_vqa.vqa.pictures import find_image
+
+
+def load_captioner(path: str, device: str | None = None) -> UpDownCaptioning:
+    """The captioner of a checkpoint, on the GPU when there is one."""
+    return load_module(UpDownCaptioning, str(path)).to(choose_device(device))
+
+
+def predict(cfg: DictConfig) -> dict:
+    """Caption every image of `cfg.split`; returns the metrics ({} without references)."""
+    model = load_captioner(cfg.ckpt)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("predict")
+    if datamodule.feature_dim != model.hparams.feature_dim:
+        raise UpdownError(f"ckpt={cfg.ckpt}: the model takes {model.hparams.feature_dim}-d features but "
+                          f"data.{cfg.split}.features are {datamodule.feature_dim}-d")
+    loader = datamodule.predict_dataloader(cfg.split)
+    results = write_caption_results(model, loader, cfg.out, cfg.beam_size, cfg.max_length)
+    print(f"{len(results)} captions written to {cfg.out}", flush=True)
+    references = loader.dataset.references
+    if references is None:
+        return {}
+    candidates = {r["image_id"]: r["caption"] for r in results}
+    refs = dict(zip(loader.dataset.image_ids.tolist(), references))
+    metrics = {f"bleu{n}": s for n, s in enumerate(bleu(candidates, refs), start=1)}
+    metrics["cider"] = cider_d(candidates, refs)[0]
+    print(" ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
+    return metrics
+
+
+def caption_picture(model, files: dict, image_id: int, image_dir: str) -> dict:
+    """Everything `show_caption_attention` draws: the greedy caption's words and attention [L, K]."""
+    stores = StoreSet(as_list(files.get("features")))
+    which, rows = stores.locate(np.asarray([image_id], np.int64), f"image_id={image_id}")
+    read = stores.read(which, rows)  # features [1, K, D], boxes [1, K, 4], num_boxes [1]
+    count = int(read["num_boxes"][0])
+    batch = {"features": torch.from_numpy(np.asarray(read["features"])),
+             "mask": torch.arange(read["features"].shape[1])[None] < count}
+    words, attention = caption_attention(model, batch)  # [L], [L, K]
+    return {"kind": "caption", "image_id": image_id, "words": words, "boxes": read["boxes"][0, :count],
+            "attention": attention[:, :count].float().numpy(), "image": find_image(image_dir, image_id)}

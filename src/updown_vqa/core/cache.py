@@ -1,0 +1,60 @@
+"""Json input and preprocessing caches: files named by a fingerprint of their inputs and settings, so a
+cache is rebuilt whenever either changes and never silently reused when stale."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import atomic_write
+
+
+def as_list(value) -> list[str]:
+    """A config value that is one path or a list of paths, as a list ([] for None)."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, (str, os.PathLike)) else [str(v) for v in value]
+
+
+def read_json(path: str):
+    """The parsed json file, with errors that name the file."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UpdownError(f"{path}: file not found (check the data.* paths)") from None
+    except (OSError, ValueError) as e:
+        raise UpdownError(f"{path}: cannot read it as JSON ({e})") from None
+
+
+def fingerprint(files: Sequence[str], settings: dict, version: int = 1) -> str:
+    """Hash of the input files' identity (path, size, mtime) and the settings that shape a cache."""
+    stats = []
+    for path in files:
+        st = os.stat(path)
+        stats.append([os.path.abspath(path), st.st_size, int(st.st_mtime_ns)])
+    blob = json.dumps([version, stats, settings], sort_keys=True).encode()
+    return hashlib.sha1(blob).hexdigest()[:16]
+
+
+def save_cache(stem: str, arrays: dict[str, np.ndarray], meta: dict) -> str:
+    """`stem.npz` (arrays) then `stem.json` (metadata): the json, written last, marks a complete cache."""
+    with atomic_write(stem + ".npz", "wb") as f:
+        np.savez(f, **arrays)
+    with atomic_write(stem + ".json") as f:
+        json.dump(meta, f)
+    return stem
+
+
+def load_cache(stem: str) -> tuple[dict, dict[str, np.ndarray]]:
+    """The metadata and arrays written by `save_cache`."""
+    with open(stem + ".json") as f:
+        meta = json.load(f)
+    with np.load(stem + ".npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return meta, arrays

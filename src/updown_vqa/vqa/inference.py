@@ -1,0 +1,141 @@
+"""Answering with a trained VQA checkpoint: every question of a split (`predict`), or one question about
+any image (`answer_image`). Questions are tokenised with the checkpoint's own vocabulary and answered
+from its own answer list: no training cache is read."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from updown_vqa.core.cache import as_list
+from updown_vqa.core.checkpointing import load_module
+from updown_vqa.core.devices import choose_device
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import write_json
+from updown_vqa.core.text import UNK, Vocabulary, tokenize
+from updown_vqa.features.one_image import feature_recipe, image_features
+from updown_vqa.vqa.data import BatchSampler, StoreSet, VQADataset
+from updown_vqa.vqa.evaluation import evaluate
+from updown_vqa.vqa.module import UpDownVQA
+from updown_vqa.vqa.preprocess import load_json, read_split
+
+log = logging.getLogger(__name__)
+RECIPE_KEYS_IGNORED = {"format_version", "layout"}  # how a store is laid out, not how features were made
+
+
+def load_vqa_model(path: str, device: str | None = None) -> UpDownVQA:
+    """The VQA model of a checkpoint, in eval mode, on `device` (default: the GPU when there is one)."""
+    return load_module(UpDownVQA, str(path)).to(choose_device(device))
+
+
+def question_loader(hparams, files: dict, split: str, batch_size: int = 512, num_workers: int = 0,
+                    pin_memory: bool = False) -> DataLoader:
+    """Batches of a split's questions, encoded with the checkpoint's vocabulary, in file order."""
+    questions = as_list(files.get("questions"))
+    if not questions:
+        raise UpdownError(f"data.{split}.questions is not set; give the questions file to answer")
+    data = read_split(questions, [])
+    vocab = Vocabulary(hparams.vocab)
+    tokens = tokenize(data["questions"])
+    ids, lengths = vocab.encode(tokens, hparams.max_question_length)
+    unknown = sum(w not in vocab.index for t in tokens for w in t) / max(1, sum(map(len, tokens)))
+    log.info("%s: %d questions; %.1f%% of their words are not in the checkpoint's vocabulary (%s)",
+             split, len(ids), 100 * unknown, UNK)
+    arrays = {f"{split}/tokens": ids, f"{split}/lengths": lengths,
+              f"{split}/question_ids": np.asarray(data["question_ids"], np.int64),
+              f"{split}/image_ids": np.asarray(data["image_ids"], np.int64)}
+    stores = StoreSet(as_list(files.get("features")))
+    _check_features(hparams, stores, split)
+    dataset = VQADataset(arrays, split, stores, len(hparams.answers), source=", ".join(questions))
+    sampler = BatchSampler(len(dataset), batch_size, shuffle=False)
+    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
+                      pin_memory=pin_memory)
+
+
+def _check_features(hparams, stores: StoreSet, split: str) -> None:
+    """Refuse features of another size; warn when the store records another extraction recipe."""
+    paths = [s.path for s in stores.stores]
+    if stores.feature_dim != hparams.feature_dim:
+        raise UpdownError(f"data.{split}.features {paths}: {stores.feature_dim}-d features, but the "
+                          f"checkpoint takes {hparams.feature_dim}-d; use the features it was trained on")
+    trained = hparams.get("feature_attrs") or {}
+    differ = sorted(k for k in trained.keys() & stores.attrs.keys() - RECIPE_KEYS_IGNORED
+                    if trained[k] != stores.attrs[k])
+    if differ:
+        log.warning("data.%s.features %s differ from the training features in %s; answers may suffer",
+                    split, paths, ", ".join(f"{k} ({stores.attrs[k]!r} vs {trained[k]!r})" for k in differ))
+
+
+@torch.no_grad()
+def predict_vqa(model: UpDownVQA, loader: DataLoader, top_k: int = 0) -> tuple[list[dict], list[dict]]:
+    """The best answer of every question in the loader's order, and (top_k > 0) its top_k answers."""
+    dataset, answers = loader.dataset, model.hparams.answers
+    k = max(1, min(top_k, len(answers)))
+    scores = np.zeros((len(dataset), k), np.float32)
+    indices = np.zeros((len(dataset), k), np.int64)
+    for batch in loader:
+        inputs = {key: value.to(model.device) for key, value in batch.items()}
+        top = torch.sigmoid(model(inputs)).topk(k, dim=1)  # [B, k] each
+        scores[batch["index"].numpy()] = top.values.float().cpu().numpy()
+        indices[batch["index"].numpy()] = top.indices.cpu().numpy()
+    question_ids = [int(q) for q in dataset.question_ids]
+    results = [{"question_id": q, "answer": answers[i]} for q, i in zip(question_ids, indices[:, 0])]
+    ranked = [] if top_k <= 0 else [
+        {"question_id": q, "answers": [{"answer": answers[a], "score": round(float(s), 5)}
+                                       for a, s in zip(row_answers, row_scores)]}
+        for q, row_answers, row_scores in zip(question_ids, indices, scores)]
+    return results, ranked
+
+
+def predict(cfg: DictConfig) -> dict:
+    """Answer data.<split>, write the results, and return the official accuracy when annotated."""
+    if cfg.split not in cfg.data or not cfg.data[cfg.split]:
+        raise UpdownError(f"split={cfg.split}: data.{cfg.split} is not configured; set "
+                          f"data.{cfg.split}.questions=... data.{cfg.split}.features=... or pick another split")
+    files = OmegaConf.to_container(cfg.data[cfg.split], resolve=True)
+    model = load_vqa_model(cfg.ckpt)
+    loader = question_loader(model.hparams, files, cfg.split, cfg.data.batch_size,
+                             cfg.data.get("num_workers", 0), cfg.data.get("pin_memory", False))
+    results, ranked = predict_vqa(model, loader, cfg.top_k)
+    write_json(cfg.out, results)
+    print(f"{len(results)} answers written to {cfg.out}", flush=True)
+    if ranked:
+        write_json(cfg.top_k_out, ranked)
+        print(f"top {cfg.top_k} answers with scores written to {cfg.top_k_out}", flush=True)
+    return _evaluate(files, results)
+
+
+def _evaluate(files: dict, results: list[dict]) -> dict:
+    """Official accuracy (current protocol) of the results when the split has annotations, else {}."""
+    annotations = as_list(files.get("annotations"))
+    if not annotations:
+        return {}
+    questions = [q for path in as_list(files["questions"]) for q in load_json(path, "questions")]
+    report = evaluate(questions, [a for p in annotations for a in load_json(p, "annotations")], results)
+    per_type = " ".join(f"{k} {v:.2f}" for k, v in report["perAnswerType"].items())
+    print(f"accuracy {report['overall']:.2f} ({per_type})", flush=True)
+    return {"overall": report["overall"], **report["perAnswerType"]}
+
+
+def answer_image(ckpt, image: str, question: str, boxes=None, top_k: int = 5,
+                 weights: str | None = None, device: str | None = None) -> list[tuple[str, float]]:
+    """The top-k answers and their sigmoid scores; `ckpt` is a checkpoint path or a loaded model."""
+    model = load_vqa_model(str(ckpt), "cpu") if isinstance(ckpt, (str, os.PathLike)) else ckpt
+    hp = model.hparams
+    recipe = feature_recipe(hp.get("feature_attrs"), str(ckpt), weights)
+    _, features = image_features(recipe, image, boxes, device)  # [K, D]
+    if features.shape[1] != hp.feature_dim:
+        raise UpdownError(f"image={image}: {features.shape[1]}-d features, but the model takes "
+                          f"{hp.feature_dim}-d ones")
+    tokens, lengths = Vocabulary(hp.vocab).encode(tokenize([question]), hp.max_question_length)
+    batch = {"tokens": torch.from_numpy(tokens), "lengths": torch.from_numpy(lengths),
+             "features": features[None], "mask": torch.ones(1, len(features), dtype=torch.bool)}
+    with torch.no_grad():
+        scores = torch.sigmoid(model.eval()(batch)[0])  # [A]
+    top = scores.topk(min(top_k, len(scores)))
+    return [(hp.answers[i], float(s)) for s, i in zip(top.values, top.indices.tolist())]
