@@ -6,8 +6,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
+from PIL import Image
 
 from updown_vqa.core.paths import config_dir
 from updown_vqa.datasets.shapes import ShapesBuilder
@@ -23,22 +26,56 @@ def data_dir(tmp_path_factory) -> str:
     return str(root)
 
 
-def tiny_overrides(data_dir: str, out_dir: str, builder: bool = True) -> list[str]:
+def tiny_overrides(data_dir: str, out_dir: str, builder: bool = True, model: bool = True) -> list[str]:
     """Overrides that point a run at the tiny dataset and keep it small and fast.
 
-    `builder=False` leaves out the shapes generator's settings, for data configs that have none.
+    `builder=False` leaves out the shapes generator's settings, for data configs that have none;
+    `model=False` the VQA and captioning model sizes (the detector has its own).
     """
     builder = [f"data.builder.{k}={v}" for k, v in TINY_SHAPES.items()] if builder else []
-    return [f"paths.data_dir={data_dir}", f"paths.log_dir={out_dir}", *builder,
-            "data.batch_size=32", "model.hidden_dim=32",
-            "model.embed_dim=16", "trainer.max_epochs=1"]
+    sizes = ["model.hidden_dim=32", "model.embed_dim=16"] if model else []
+    return [f"paths.data_dir={data_dir}", f"paths.log_dir={out_dir}", *builder, "data.batch_size=32", *sizes,
+            "trainer.max_epochs=1"]
 
 
-def compose_config(overrides: list[str], output_dir: str | None = None):
-    """The run config as `python -m updown_vqa.train` would compose it, without running."""
+def compose_config(overrides: list[str], output_dir: str | None = None, config_name: str = "config",
+                   hydra: bool = False):
+    """A command's config as it would compose it, without running: `config` (train), `extract/config`,
+    `extract/answer`, `predict`, `predict_caption`, `visualize`, `train_detector`, `sweep_loader`
+    (`hydra`: with the `hydra` node, e.g. the run folder and the launcher)."""
     with initialize_config_dir(config_dir(), version_base="1.3"):
         extra = [f"paths.output_dir={output_dir}"] if output_dir else []
-        return compose("config", overrides=overrides + extra)
+        return compose(config_name, overrides=list(overrides) + extra, return_hydra_config=hydra)
+
+
+def shapes_file(data_dir: str, name: str) -> str:
+    """A file of the tiny shapes dataset."""
+    return os.path.join(data_dir, "shapes", name)
+
+
+def save_module(model: pl.LightningModule, path) -> str:
+    """A checkpoint of `model` (untrained) as `train` writes it: Lightning's format, the task recorded."""
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
+    trainer.strategy.connect(model)
+    trainer.save_checkpoint(str(path))
+    return str(path)
+
+
+def extract_config(*overrides: str):
+    """The config of `python -m updown_vqa.extract`."""
+    return compose_config(list(overrides), config_name="extract/config")
+
+
+def write_images(folder, sizes=((80, 60), (50, 70), (64, 64)), first_id=1) -> dict[int, str]:
+    """RGB PNGs of the given (w, h), named COCO style; returns their paths by id."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(first_id)
+    paths = {}
+    for k, (w, h) in enumerate(sizes):
+        i = first_id + k
+        paths[i] = os.path.join(folder, f"COCO_val2014_{i:012d}.png")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[i])
+    return paths
 
 
 def run_module(module: str, *args: str, cwd: str | None = None, timeout: int = 300):

@@ -16,18 +16,30 @@ GROUPS = ["data", "model", "trainer", "callbacks", "logger", "experiment", "task
 def group_options():
     for group in GROUPS:
         for name in sorted(os.listdir(os.path.join(config_dir(), group))):
-            yield group, name.removesuffix(".yaml")
+            if name.endswith(".yaml"):  # data/builder/ is a group of the data options
+                yield group, name.removesuffix(".yaml")
+
+
+def task_of(option: str) -> list[str]:
+    """The task an option composes under: caption and detector options need theirs."""
+    if "caption" in option:
+        return ["task=caption"]
+    return ["task=detect"] if "detect" in option else []
 
 
 @pytest.mark.parametrize("group,option", list(group_options()))
 def test_every_config_group_option_composes_and_instantiates(group, option, tmp_path, data_dir):
-    task = ["task=caption"] if "caption" in option else []  # caption options compose under their task
+    task = task_of(option)
     selected = task + [f"{group}={option}"]
     has_builder = compose_config(selected, str(tmp_path)).data.get("builder") is not None
-    cfg = compose_config(tiny_overrides(data_dir, str(tmp_path), builder=has_builder) + selected, str(tmp_path))
+    small = tiny_overrides(data_dir, str(tmp_path), builder=has_builder, model=task != ["task=detect"])
+    cfg = compose_config(small + selected, str(tmp_path))
     OmegaConf.resolve(cfg)
     if group in ("callbacks", "logger"):
         assert all(instantiate(c) is not None for c in cfg[group].values())
+    elif group == "model" and task == ["task=detect"]:
+        model = instantiate(cfg.model, classes=["circle", "square"], attributes=["red"], _convert_="all")
+        assert model.hparams.classes == ["circle", "square"]
     elif group == "model" and task:
         model_cfg = OmegaConf.to_container(cfg.model)
         model_cfg.pop("feature_dim", None)

@@ -11,7 +11,6 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import compose_config, tiny_overrides
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from updown_vqa.core import checkpointing
@@ -22,7 +21,6 @@ from updown_vqa.core.checkpointing import (
     read_checkpoint,
 )
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.paths import config_dir
 from updown_vqa.train import train
 
 
@@ -148,9 +146,7 @@ def test_sigusr1_under_slurm_saves_requeues_and_stops(data_dir, tmp_path, monkey
     ("joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
 ])
 def test_launchers_compose_with_the_run_config(launcher, target):
-    with initialize_config_dir(config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=[f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=4"],
-                      return_hydra_config=True)
+    cfg = compose_config([f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=4"], hydra=True)
     assert cfg.hydra.launcher._target_ == target
     if launcher == "submitit_slurm":
         assert cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node == 4

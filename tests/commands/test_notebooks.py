@@ -9,7 +9,9 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 
-NOTEBOOKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks")
+from updown_vqa.core.paths import project_root
+
+NOTEBOOKS = os.path.join(project_root(), "notebooks")
 NAMES = ["01_quickstart.ipynb", "02_attention.ipynb", "03_loader_sweep.ipynb"]
 PICTURES = {"01_quickstart.ipynb": 1, "02_attention.ipynb": 6, "03_loader_sweep.ipynb": 1}  # at least
 

@@ -5,32 +5,18 @@ import os
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
-from conftest import run_module
-from hydra import compose, initialize_config_dir
+from conftest import compose_config, run_module, save_module, shapes_file
 from PIL import Image
 
 from updown_vqa.captioning.module import UpDownCaptioning, caption_attention
 from updown_vqa.core import viz
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.paths import config_dir
 from updown_vqa.core.text import Vocabulary, tokenize
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.visualize import visualize
 from updown_vqa.vqa.module import UpDownVQA
 from updown_vqa.vqa.preprocess import read_split
-
-
-def shapes_file(data_dir: str, name: str) -> str:
-    return os.path.join(data_dir, "shapes", name)
-
-
-def save(model: pl.LightningModule, path: str) -> str:
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +31,12 @@ def vqa_checkpoint(data_dir, tmp_path_factory):
     with torch.no_grad():
         model.model.attention.score.weight.mul_(8)
         model.model.attention.project.linear.weight[:, feature_dim:].mul_(10)  # the question's columns
-    return save(model, str(tmp_path_factory.mktemp("ckpt") / "vqa.ckpt")), model.eval()
+    return save_module(model, str(tmp_path_factory.mktemp("ckpt") / "vqa.ckpt")), model.eval()
 
 
 def visualize_config(data_dir, tmp_path, *overrides):
-    with initialize_config_dir(config_dir(), version_base="1.3"):
-        return compose("visualize", overrides=[f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path}",
-                                               *overrides])
+    return compose_config([f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path}", *overrides],
+                          config_name="visualize")
 
 
 def direct_attention(model, data_dir, question: str, image_id: int):
@@ -123,7 +108,7 @@ def test_caption_checkpoint_gets_a_panel_per_word(data_dir, tmp_path, monkeypatc
     torch.manual_seed(0)
     model = UpDownCaptioning(["<pad>", "<unk>", "<bos>", "<eos>", "red", "circle", "a"], feature_dim,
                              embed_dim=8, hidden_dim=16, attention_dim=8, max_decode_length=4)
-    path = save(model, str(tmp_path / "caption.ckpt"))
+    path = save_module(model, str(tmp_path / "caption.ckpt"))
     drawn = []
     draw = viz.show_caption_attention
     monkeypatch.setattr(viz, "show_caption_attention",

@@ -13,11 +13,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import compose_config, run_module, tiny_overrides
-from hydra import compose, initialize_config_dir
 
 from updown_vqa.core.checkpointing import AtomicCheckpointIO, read_checkpoint
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.paths import config_dir
 from updown_vqa.core.resume import check_fingerprints, data_fingerprints, resume_checkpoint
 from updown_vqa.train import train
 
@@ -129,9 +127,7 @@ def test_a_truncated_last_checkpoint_is_reported_and_auto_falls_back(tmp_path, c
 
 def test_resume_never_starts_over_in_a_numbered_folder_beside(tmp_path):
     def run_dir(resume):
-        with initialize_config_dir(config_dir(), version_base="1.3"):
-            cfg = compose("config", overrides=[f"paths.log_dir={tmp_path}", "name=run", f"resume={resume}"],
-                          return_hydra_config=True)
+        cfg = compose_config([f"paths.log_dir={tmp_path}", "name=run", f"resume={resume}"], hydra=True)
         return cfg.hydra.run.dir
 
     assert run_dir("never") == str(tmp_path / "runs" / "run")  # nothing there yet

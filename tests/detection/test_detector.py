@@ -11,12 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import run_module
-from hydra import compose, initialize_config_dir
+from conftest import compose_config, extract_config, run_module
 from PIL import Image
 
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.paths import config_dir
 from updown_vqa.detection.data import DetectionDataModule, read_objects
 from updown_vqa.detection.model import build_detector
 from updown_vqa.detection.module import BottomUpDetector, attribute_loss
@@ -90,12 +88,11 @@ def test_annotations_of_images_not_in_the_folder_are_named(tmp_path):
 
 def detector_config(data_dir: str, out_dir: str, *overrides: str):
     shapes = os.path.join(data_dir, "shapes")
-    with initialize_config_dir(config_dir(), version_base="1.3"):
-        return compose("train_detector", overrides=[
-            f"paths.data_dir={data_dir}", f"paths.log_dir={out_dir}", f"paths.output_dir={out_dir}/run",
-            "data.builder=null", f"data.train.images={shapes}/images/train", "model.image_size=64",
-            "data.batch_size=4", "data.eval_batch_size=20", "trainer.max_epochs=1",
-            "+trainer.limit_train_batches=3", "+trainer.limit_val_batches=1", *overrides])
+    return compose_config([
+        f"paths.data_dir={data_dir}", f"paths.log_dir={out_dir}", f"paths.output_dir={out_dir}/run",
+        "data.builder=null", f"data.train.images={shapes}/images/train", "model.image_size=64",
+        "data.batch_size=4", "data.eval_batch_size=20", "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", *overrides], config_name="train_detector")
 
 
 @pytest.mark.slow
@@ -113,21 +110,19 @@ def test_a_trained_detector_checkpoint_is_the_weights_of_region_extraction(data_
         assert torch.equal(value, trained[name]), name
     images = os.path.join(data_dir, "shapes", "images", "val")
     out = str(tmp_path / "regions.h5")
-    with initialize_config_dir(config_dir(), version_base="1.3"):
-        extract(compose("extract/config", overrides=[
-            f"images={images}", f"out={out}", "mode=regions", f"weights={checkpoint}", "image_size=64",
-            "detector.min_boxes=3", "detector.max_boxes=3", "num_workers=0", "spatial_features=true"]))
+    extract(extract_config(
+        f"images={images}", f"out={out}", "mode=regions", f"weights={checkpoint}", "image_size=64",
+        "detector.min_boxes=3", "detector.max_boxes=3", "num_workers=0", "spatial_features=true"))
     store = FeatureStore(out)
     assert store.feature_dim == 512 + 4 and len(store.image_ids) == len(glob.glob(f"{images}/*.png"))
     assert store.attrs["backbone"] == "resnet18" and store.attrs["num_classes"] == 4
     assert np.isfinite(store.read(np.arange(2))["features"]).all()
     # the box head's output instead of C5: its width, then the box coordinates
     head_out = str(tmp_path / "regions_box_head.h5")
-    with initialize_config_dir(config_dir(), version_base="1.3"):
-        extract(compose("extract/config", overrides=[
-            f"images={images}", f"out={head_out}", "mode=regions", f"weights={checkpoint}", "image_size=64",
-            "detector.min_boxes=3", "detector.max_boxes=3", "num_workers=0", "spatial_features=true",
-            "detector.region_features=box_head"]))
+    extract(extract_config(
+        f"images={images}", f"out={head_out}", "mode=regions", f"weights={checkpoint}", "image_size=64",
+        "detector.min_boxes=3", "detector.max_boxes=3", "num_workers=0", "spatial_features=true",
+        "detector.region_features=box_head"))
     heads = FeatureStore(head_out)
     batch = heads.read(np.arange(2))
     assert heads.feature_dim == 256 + 4 and heads.attrs["region_features"] == "box_head"

@@ -7,13 +7,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import run_module
-from hydra import compose, initialize_config_dir
+from conftest import extract_config, run_module, write_images
 from PIL import Image
 from torch import nn
 
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.paths import config_dir
 from updown_vqa.detection.model import build_detector
 from updown_vqa.features.boxes import extract_box_features
 from updown_vqa.features.extractors import build_extractor, extract
@@ -23,23 +21,6 @@ from updown_vqa.features.rois import roi_features
 from updown_vqa.features.store import FeatureStore
 
 SIZE = 64  # image_size: a 2x2 grid of cells at stride 32
-
-
-def extract_config(*overrides: str):
-    with initialize_config_dir(config_dir(), version_base="1.3"):
-        return compose("extract/config", overrides=list(overrides))
-
-
-def write_images(folder, sizes=((80, 60), (50, 70), (64, 64)), first_id=1):
-    """RGB PNGs of the given (w, h), named COCO style; returns their paths by id."""
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(first_id)
-    paths = {}
-    for k, (w, h) in enumerate(sizes):
-        i = first_id + k
-        paths[i] = os.path.join(folder, f"COCO_val2014_{i:012d}.png")
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[i])
-    return paths
 
 
 def by_hand(paths, size=SIZE):

@@ -4,13 +4,10 @@ import json
 import os
 
 import pytest
-import pytorch_lightning as pl
 import torch
-from conftest import run_module, tiny_overrides
-from hydra import compose, initialize_config_dir
+from conftest import compose_config, run_module, save_module, tiny_overrides
 
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.paths import config_dir
 from updown_vqa.core.text import Vocabulary, tokenize
 from updown_vqa.vqa.data import StoreSet
 from updown_vqa.vqa.evaluation import evaluate
@@ -28,9 +25,8 @@ def shapes_split(data_dir: str, split: str) -> dict[str, str]:
 
 def predict_config(data_dir, tmp_path, *overrides: str):
     """The config of `python -m updown_vqa.predict`, on the tiny shapes data."""
-    with initialize_config_dir(config_dir(), version_base="1.3"):
-        return compose("predict", overrides=[f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path}",
-                                             f"paths.log_dir={tmp_path}", *overrides])
+    return compose_config([f"paths.data_dir={data_dir}", f"paths.output_dir={tmp_path}", f"paths.log_dir={tmp_path}",
+                           *overrides], config_name="predict")
 
 
 def save_untrained(data_dir: str, path: str, feature_dim: int | None = None) -> UpDownVQA:
@@ -41,9 +37,7 @@ def save_untrained(data_dir: str, path: str, feature_dim: int | None = None) -> 
     torch.manual_seed(0)
     model = UpDownVQA(["<pad>", "<unk>", *words], ["yes", "no", "red", "2", "circle"], feature_dim=feature_dim,
                       embed_dim=8, hidden_dim=16)
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(model)
-    trainer.save_checkpoint(path)
+    save_module(model, path)
     return model
 
 

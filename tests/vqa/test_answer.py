@@ -5,15 +5,11 @@ import os
 
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 import torch
-from conftest import run_module
-from hydra import compose, initialize_config_dir
-from test_extract import extract_config, write_images
+from conftest import compose_config, extract_config, run_module, save_module, write_images
 
 from updown_vqa.answer import quote_free_text
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.paths import config_dir
 from updown_vqa.datasets.shapes import split_files
 from updown_vqa.features.boxes import extract_box_features
 from updown_vqa.features.extractors import extract
@@ -30,9 +26,7 @@ def save_checkpoint(path, feature_attrs, feature_dim):
     """A checkpoint as `train` writes it, of an untrained model, for features with this record."""
     model = UpDownVQA(["<pad>", "<unk>", "what", "color"], ANSWERS, feature_dim=feature_dim,
                       embed_dim=8, hidden_dim=16, feature_attrs=feature_attrs)
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
-                "pytorch-lightning_version": pl.__version__}, path)
-    return str(path)
+    return save_module(model, path)
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +86,8 @@ def test_box_features_use_given_boxes_or_the_trunk_grid(tmp_path):
 
 def test_free_text_questions_survive_the_override_grammar():
     question = "what's on the left, the cup or the bowl?"
-    with initialize_config_dir(config_dir(), version_base="1.3"):
-        cfg = compose("extract/answer", overrides=quote_free_text(
-            [f"question={question}", "ckpt=a.ckpt", "image=b.jpg", "boxes=[[1,2,3,4]]"]))
+    cfg = compose_config(quote_free_text([f"question={question}", "ckpt=a.ckpt", "image=b.jpg", "boxes=[[1,2,3,4]]"]),
+                         config_name="extract/answer")
     assert cfg.question == question and list(cfg.boxes[0]) == [1, 2, 3, 4]
 
 

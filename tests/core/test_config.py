@@ -1,0 +1,60 @@
+"""Configuration that cannot surprise: every data option brings its own experiment, and each valid
+(task, data) pair composes to the model size, batch size, time limit and run name meant for it."""
+
+import os
+
+import pytest
+from conftest import compose_config
+
+from updown_vqa.core.paths import config_dir
+
+# (task, data) -> (hidden size, batch size, time limit, run name)
+PAIRS = {
+    ("vqa", "shapes"): (256, 128, "00:00:11:00", "shapes_updown"),
+    ("vqa", "vqa2"): (1024, 512, None, "vqa2_updown"),
+    ("caption", "shapes_caption"): (256, 100, "00:00:12:00", "shapes_caption"),
+    ("detect", "shapes_detect"): (None, 16, "00:00:19:00", "detector_shapes"),
+}
+
+
+def options(group: str) -> list[str]:
+    return sorted(n.removesuffix(".yaml") for n in os.listdir(os.path.join(config_dir(), group)) if n.endswith(".yaml"))
+
+
+@pytest.mark.parametrize("task,data", sorted(PAIRS))
+def test_each_task_and_data_pair_gets_the_experiment_of_its_data(task, data):
+    cfg = compose_config([f"task={task}", f"data={data}"])
+    hidden, batch, max_time, name = PAIRS[task, data]
+    assert (cfg.model.get("hidden_dim"), cfg.data.batch_size, cfg.trainer.get("max_time"), cfg.name) == \
+        (hidden, batch, max_time, name)
+
+
+def test_every_data_option_ships_a_default_experiment_and_is_covered_here():
+    data_options = options("data")
+    assert sorted(data for _, data in PAIRS) == data_options
+    assert set(data_options) <= set(options("experiment"))
+
+
+def test_vqa2_alone_gets_the_vqa2_recipe_not_the_built_in_datasets():
+    cfg = compose_config(["data=vqa2"])
+    assert cfg.data.builder is None and cfg.model.nonlinearity == "gated_tanh" and cfg.model.glove is None
+    assert cfg.trainer.max_epochs == 13 and cfg.trainer.gradient_clip_val == 0.25
+
+
+def test_an_explicit_experiment_still_wins_and_brings_its_data():
+    assert compose_config(["experiment=vqa2_updown_relu"]).data.train.features.endswith("vqa2/trainval_36.h5")
+    assert compose_config(["experiment=vqa2_updown"]).name == "vqa2_updown"
+    assert compose_config(["experiment=shapes_regions"]).data.train.features.endswith("shapes_train_regions.h5")
+
+
+def test_train_detector_is_the_training_config_with_task_detect():
+    detector = compose_config(["data.num_workers=1"], config_name="train_detector")
+    assert detector == compose_config(["task=detect", "data.num_workers=1"])
+    assert detector.callbacks.model_checkpoint.filename == "best" and detector.checkpoint.monitor == "val/map50"
+    assert detector.model.detector.backbone == "resnet18"  # today's keys keep working as written
+
+
+def test_the_shapes_generator_is_configured_once():
+    builders = {task: compose_config([f"task={task}"]).data.builder for task in ("vqa", "caption", "detect")}
+    assert builders["vqa"] == builders["caption"] == builders["detect"]
+    assert builders["vqa"].num_train_images == 8000
