@@ -24,11 +24,7 @@ def build_model(cfg: DictConfig, datamodule) -> pl.LightningModule:
     """The configured LightningModule, sized from the data (vocabulary, answers, feature size)."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     feature_dim = model_cfg.pop("feature_dim", None)
-    if hasattr(datamodule, "model_kwargs"):  # task=caption, train_detector: what the data decides
-        data_kwargs = datamodule.model_kwargs()
-    else:
-        data_kwargs = {"vocab": datamodule.vocab, "answers": datamodule.answers,
-                       "max_question_length": cfg.data.get("max_question_length", 14)}
+    data_kwargs = datamodule.model_kwargs()  # vocabularies, answers, classes: what the data decides
     if getattr(datamodule, "feature_dim", None) is not None:  # models of feature stores
         features = datamodule.splits["train"].get("features")
         if feature_dim is not None and feature_dim != datamodule.feature_dim:

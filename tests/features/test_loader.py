@@ -11,9 +11,10 @@ from torch.utils.data import DataLoader
 
 from updown_vqa.bench.loader import NaiveDataset
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.sampling import BatchSampler
 from updown_vqa.datasets.random_stores import write_random_questions
 from updown_vqa.features.store import write_store
-from updown_vqa.vqa.data import BatchSampler, VQADataModule
+from updown_vqa.vqa.data import VQADataModule
 
 BATCH = 16
 

@@ -8,8 +8,8 @@ from conftest import compose_config, tiny_overrides
 from hydra.utils import instantiate
 
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.sampling import BatchSampler
 from updown_vqa.core.text import Vocabulary, tokenize
-from updown_vqa.vqa.data import BatchSampler
 
 
 def test_tokenizer_lowercases_and_drops_punctuation():

@@ -11,14 +11,15 @@ import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from updown_vqa.core.cache import as_list, fingerprint, load_cache, read_json, save_cache
+from updown_vqa.core.datamodule import SplitDataModule
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.sampling import BatchSampler, shard
 from updown_vqa.core.text import Vocabulary, tokenize
-from updown_vqa.vqa.data import BatchSampler, StoreSet, shard, use_sampler
+from updown_vqa.vqa.data import StoreSet
 
 log = logging.getLogger(__name__)
 BOS, EOS = "<bos>", "<eos>"  # indices 2 and 3, after <pad> and <unk>: the captioner's defaults
@@ -175,7 +176,7 @@ class CaptionImages(Dataset):
         return batch
 
 
-class CaptionDataModule(pl.LightningDataModule):
+class CaptionDataModule(SplitDataModule):
     """Caption files and feature stores per split (`train`, `val`, `test`).
 
     Each split is {captions, features} (paths or lists of paths); `captions` is a COCO captions file
@@ -190,26 +191,15 @@ class CaptionDataModule(pl.LightningDataModule):
                  eval_batch_size: int | None = None, length_group: int = 50, num_workers: int = 0,
                  pin_memory: bool = False, persistent_workers: bool = True, prefetch_factor: int = 2,
                  seed: int = 0):
-        super().__init__()
-        self.splits = {k: dict(v) for k, v in {"train": train, "val": val, "test": test}.items() if v}
-        self.cache_dir, self.builder = cache_dir, builder
+        super().__init__({"train": train, "val": val, "test": test}, builder, batch_size, eval_batch_size,
+                         num_workers, pin_memory, persistent_workers, prefetch_factor, seed)
+        self.cache_dir = cache_dir
         self.preprocess_args = {"max_caption_length": max_caption_length, "min_word_count": min_word_count,
                                 "vocab_splits": list(vocab_splits)}
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.length_group = length_group  # batches per chunk sorted by length (1: plain shuffling)
-        self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
-        self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
-        self.datasets: dict[str, Dataset] = {}
-        self.samplers: dict[str, BatchSampler] = {}
-        self.train_position: dict | None = None  # {"epoch", "start_batch"} a resumed run starts from
 
     def _preprocess(self) -> str:
         return preprocess_captions(self.splits, self.cache_dir, **self.preprocess_args)
-
-    def prepare_data(self) -> None:
-        if self.builder is not None:
-            self.builder()
-        self._preprocess()
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -246,32 +236,10 @@ class CaptionDataModule(pl.LightningDataModule):
         """What the model needs from the data besides the feature size (see train.build_model)."""
         return {"vocab": self.vocab, "max_caption_length": self.preprocess_args["max_caption_length"]}
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        if split not in self.datasets:
-            raise UpdownError(f"no '{split}' split configured: set data.{split}.features (and captions)")
-        dataset, shards = self.datasets[split], shard(self.trainer, split)
-        if isinstance(dataset, CaptionPairs):
-            sampler = LengthGroupedSampler(dataset.lengths.numpy(), batch_size, self.length_group,
-                                           shuffle=shuffle, seed=self.seed, **shards)
-        else:
-            sampler = BatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=self.seed, **shards)
-        use_sampler(self, split, sampler)
-        workers = self.num_workers > 0
-        return DataLoader(dataset, sampler=sampler, batch_size=None,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers and workers,
-                          prefetch_factor=self.prefetch_factor if workers else None,
-                          generator=torch.Generator())  # draws nothing from the RNG that resuming restores
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True, batch_size=self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)
-
-    def predict_dataloader(self, split: str | None = None) -> DataLoader:
-        split = split or ("test" if "test" in self.datasets else "val")
-        return self._loader(split, shuffle=False, batch_size=self.eval_batch_size)
+    def make_sampler(self, split: str, shuffle: bool, batch_size: int) -> BatchSampler:
+        """Training captions in batches of similar length; images in plain batches."""
+        dataset = self.datasets[split]
+        if not isinstance(dataset, CaptionPairs):
+            return super().make_sampler(split, shuffle, batch_size)
+        return LengthGroupedSampler(dataset.lengths.numpy(), batch_size, self.length_group, shuffle=shuffle,
+                                    seed=self.seed, **shard(self.trainer, split))

@@ -20,13 +20,12 @@ from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from updown_vqa.core.datamodule import SplitDataModule
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.images import list_images, load_rgb
-from updown_vqa.vqa.data import BatchSampler, shard, use_sampler
 
 NO_ATTRIBUTE = "__no_attribute__"
 
@@ -110,7 +109,7 @@ class DetectionSet(Dataset):
         return images, targets
 
 
-class DetectionDataModule(pl.LightningDataModule):
+class DetectionDataModule(SplitDataModule):
     """Train/val detection splits: `{"annotations": json, "images": folder}` each.
 
     Class indices in targets start at 1 (0 is torchvision's background). `builder`, when given,
@@ -122,20 +121,10 @@ class DetectionDataModule(pl.LightningDataModule):
                  min_count: int = 1, attributes_per_object: int = 4, batch_size: int = 8,
                  eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False,
                  seed: int = 0):
-        super().__init__()
-        self.splits = {"train": dict(train), "val": dict(val)}
-        self.builder = builder
+        super().__init__({"train": train, "val": val}, builder, batch_size, eval_batch_size, num_workers,
+                         pin_memory, seed=seed)
         self.vocab_args = {"max_classes": max_classes, "max_attributes": max_attributes, "min_count": min_count}
         self.attributes_per_object = attributes_per_object
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
-        self.datasets: dict[str, DetectionSet] = {}
-        self.samplers: dict[str, BatchSampler] = {}
-        self.train_position: dict | None = None  # {"epoch", "start_batch"} a resumed run starts from
-
-    def prepare_data(self) -> None:
-        if self.builder is not None:
-            self.builder()
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -156,18 +145,6 @@ class DetectionDataModule(pl.LightningDataModule):
         """What the model needs from the data (see train.build_model)."""
         return {"classes": self.classes, "attributes": self.attributes}
 
-    def _loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
-        sampler = use_sampler(self, split, BatchSampler(len(self.datasets[split]), batch_size, shuffle=shuffle,
-                                                        seed=self.seed, **shard(self.trainer, split)))
-        return DataLoader(self.datasets[split], sampler=sampler, batch_size=None,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, generator=torch.Generator())
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True, batch_size=self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
 
 
 def shapes_splits(root: str) -> dict[str, dict]:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from functools import partial
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from updown_vqa.core.batch_slots import SlotDataLoader, SlotPool
 from updown_vqa.core.cache import as_list, load_cache
+from updown_vqa.core.datamodule import SplitDataModule
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.regions import RegionTable
 from updown_vqa.features.store import FeatureStore
@@ -123,75 +121,7 @@ def _dense(csr, index: np.ndarray, num_answers: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-class BatchSampler(Sampler):
-    """Yields whole batches of indices; reshuffled each epoch from (seed, epoch); sharded per process.
-
-    Its position (epoch and batches already yielded) is part of the training state, so a resumed run
-    continues with the exact batch that would have come next.
-    """
-
-    def __init__(self, num_items: int, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = False, num_replicas: int = 1, rank: int = 0, pad: bool = True):
-        self.num_items, self.batch_size, self.shuffle = num_items, batch_size, shuffle
-        self.seed, self.drop_last = seed, drop_last
-        self.num_replicas, self.rank = num_replicas, rank
-        self.pad = pad  # wrap around so every process gets as many batches (training); else each item once
-        self.epoch, self.start_batch = 0, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self.epoch, self.start_batch = epoch, 0
-
-    def _shard(self) -> np.ndarray:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.num_items, generator=generator).numpy()
-        else:
-            order = np.arange(self.num_items)
-        if self.pad:  # as DistributedSampler; unpadded shards differ by one item at most
-            order = np.resize(order, math.ceil(self.num_items / self.num_replicas) * self.num_replicas)
-        return order[self.rank :: self.num_replicas]
-
-    def __iter__(self):
-        shard = self._shard()
-        for b in range(self.start_batch, len(self)):
-            self.start_batch = b + 1
-            yield shard[b * self.batch_size : (b + 1) * self.batch_size].tolist()
-        self.start_batch = 0
-
-    def __len__(self) -> int:
-        if self.pad:
-            per_replica = math.ceil(self.num_items / self.num_replicas)
-        else:
-            per_replica = len(range(self.rank, self.num_items, self.num_replicas))
-        rounding = math.floor if self.drop_last else math.ceil
-        return rounding(per_replica / self.batch_size)
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "start_batch": self.start_batch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.start_batch = state["epoch"], state["start_batch"]
-
-
-def shard(trainer, split: str) -> dict:
-    """This process's share of a split, as BatchSampler arguments: under DDP every process gets as
-    many training batches (padded), and each evaluation item is seen once."""
-    return {"num_replicas": trainer.world_size if trainer else 1,
-            "rank": trainer.global_rank if trainer else 0, "pad": split == "train"}
-
-
-def use_sampler(datamodule, split: str, sampler: BatchSampler) -> BatchSampler:
-    """Make `sampler` the data module's sampler of `split`; a resumed run's training sampler starts
-    at the batch that would have come next (`datamodule.train_position`, set by ResumeState)."""
-    if split == "train" and datamodule.train_position:
-        sampler.load_state_dict(datamodule.train_position)
-        datamodule.train_position = None
-    datamodule.samplers[split] = sampler
-    return sampler
-
-
-class VQADataModule(pl.LightningDataModule):
+class VQADataModule(SplitDataModule):
     """VQA v2-format questions/annotations and feature stores per split (`train`, `val`, `test`).
 
     Each split is {questions, annotations, features}, each a path or a list of paths. `builder`, when
@@ -206,28 +136,18 @@ class VQADataModule(pl.LightningDataModule):
                  batch_size: int = 512, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = True, prefetch_factor: int = 2, seed: int = 0,
                  feature_cache: str = "none", worker_buffer_mb: int = 256):
-        super().__init__()
-        self.splits = {k: dict(v) for k, v in {"train": train, "val": val, "test": test}.items() if v}
-        self.cache_dir, self.builder = cache_dir, builder
+        super().__init__({"train": train, "val": val, "test": test}, builder, batch_size, None, num_workers,
+                         pin_memory, persistent_workers, prefetch_factor, seed)
+        self.cache_dir = cache_dir
         self.preprocess_args = {"max_question_length": max_question_length,
                                 "min_answer_count": min_answer_count,
                                 "answer_splits": list(answer_splits), "vocab_splits": list(vocab_splits)}
-        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
-        self.persistent_workers, self.prefetch_factor, self.seed = persistent_workers, prefetch_factor, seed
         self.feature_cache = feature_cache  # none | ram | device: see updown_vqa.features.regions
         self.worker_buffer_mb = worker_buffer_mb  # recycled batch buffers per worker: see batch_slots
         self.table: RegionTable | None = None
-        self.datasets: dict[str, VQADataset] = {}
-        self.samplers: dict[str, BatchSampler] = {}
-        self.train_position: dict | None = None  # {"epoch", "start_batch"} a resumed run starts from
 
     def _preprocess(self) -> str:
         return preprocess(self.splits, self.cache_dir, **self.preprocess_args)
-
-    def prepare_data(self) -> None:
-        if self.builder is not None:
-            self.builder()
-        self._preprocess()
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -271,19 +191,17 @@ class VQADataModule(pl.LightningDataModule):
     def feature_attrs(self) -> dict:
         return self.datasets["train" if "train" in self.datasets else "val"].stores.attrs
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        sampler = use_sampler(self, split, BatchSampler(len(self.datasets[split]), self.batch_size,
-                                                        shuffle=shuffle, seed=self.seed,
-                                                        **shard(self.trainer, split)))
-        num_workers = 0 if self.feature_cache == "device" else self.num_workers  # batches are index lists
-        workers = num_workers > 0
-        make = partial(SlotDataLoader, pool=self._slot_pool(split, num_workers)) if workers else DataLoader
-        # Its own generator: a new iterator then draws nothing from the global RNG, which resuming restores.
-        return make(self.datasets[split], sampler=sampler, batch_size=None,
-                          num_workers=num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers and workers,
-                          prefetch_factor=self.prefetch_factor if workers else None,
-                          generator=torch.Generator())
+    def model_kwargs(self) -> dict:
+        return {"vocab": self.vocab, "answers": self.answers,
+                "max_question_length": self.preprocess_args["max_question_length"]}
+
+    def loader(self, split: str, shuffle: bool, batch_size: int, **kwargs) -> DataLoader:
+        """In `device` mode batches are index lists gathered on the device: no workers needed; with
+        workers, features travel in recycled shared-memory slots."""
+        num_workers = 0 if self.feature_cache == "device" else self.num_workers
+        if num_workers > 0:
+            kwargs |= {"loader_class": SlotDataLoader, "pool": self._slot_pool(split, num_workers)}
+        return super().loader(split, shuffle, batch_size, num_workers=num_workers, **kwargs)
 
     def _slot_pool(self, split: str, num_workers: int) -> SlotPool:
         """Recycled buffers for the features of `num_workers` workers' batches (see batch_slots)."""
@@ -291,15 +209,3 @@ class VQADataModule(pl.LightningDataModule):
         slot_bytes = self.batch_size * boxes * table.feature_dim * table.dtype.itemsize
         return SlotPool(num_workers, slot_bytes, max_slots=self.prefetch_factor + 3,  # queued, held, freed late
                         budget=self.worker_buffer_mb << 20)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test" if "test" in self.datasets else "val", shuffle=False)
