@@ -187,7 +187,12 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time", action="store_true", help="then time preprocessing it")
     args = parser.parse_args(argv)
-    files = generate(args.out, args.scale, args.seed)
+    if not args.scale > 0:
+        parser.error(f"--scale {args.scale}: give a positive fraction of the real size (e.g. 0.01)")
+    try:
+        files = generate(args.out, args.scale, args.seed)
+    except OSError as e:
+        parser.error(f"--out {args.out}: cannot write the json files there ({e.strerror or e})")
     for subtype, paths in files.items():
         print(subtype, paths["questions"], paths["annotations"])
     if args.time:

@@ -5,6 +5,11 @@ Datasets (see the README for the full table):
   boxes float32 (pixels, x1 y1 x2 y2) and features float32|float16, either
   padded [N, K, 4] / [N, K, D] or flat [R, 4] / [R, D] with offsets int64 [N+1].
 File attributes record how the features were made, plus `format_version`.
+
+The extension rule: later features add OPTIONAL datasets (per-image or per-box labels, string image
+keys, ...) without changing `format_version`, which changes only when a required dataset changes
+meaning; readers ignore datasets they do not know, so old readers open new stores and new readers
+open old stores (checking for an optional dataset before using it).
 """
 
 from __future__ import annotations
