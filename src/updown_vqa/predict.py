@@ -23,7 +23,8 @@ from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir
 from updown_vqa.core.text import UNK, Vocabulary, tokenize
 from updown_vqa.evaluate import evaluate
-from updown_vqa.vqa.data import BatchSampler, StoreSet, VQADataset
+from updown_vqa.features.loading import StoreSet
+from updown_vqa.vqa.data import BatchSampler, VQADataset
 from updown_vqa.vqa.module import UpDownVQA
 from updown_vqa.vqa.preprocess import as_list, load_json, read_split
 

@@ -38,7 +38,7 @@ def load_captioner(path: str) -> UpDownCaptioning:
 def predict(cfg: DictConfig) -> dict:
     """Caption every image of `cfg.split`; returns the metrics ({} without references)."""
     model = load_captioner(cfg.ckpt)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, feature_cache="none")  # each image is read once: nothing to cache
     datamodule.prepare_data()
     datamodule.setup("predict")
     if datamodule.feature_dim != model.hparams.feature_dim:

@@ -86,11 +86,9 @@ def vqa_picture(model, files: dict, question_id: int, image_dir: str, top_k: int
 def caption_picture(model, files: dict, image_id: int, image_dir: str) -> dict:
     """Everything `show_caption_attention` draws: the greedy caption's words and attention [L, K]."""
     from updown_vqa.captioning.module import caption_attention
-    from updown_vqa.vqa.data import StoreSet
+    from updown_vqa.features.loading import StoreSet
 
-    stores = StoreSet(as_list(files.get("features")))
-    which, rows = stores.locate(np.asarray([image_id], np.int64), f"image_id={image_id}")
-    read = stores.read(which, rows)  # features [1, K, D], boxes [1, K, 4], num_boxes [1]
+    read = StoreSet(as_list(files.get("features"))).read([image_id], f"image_id={image_id}")  # [1, K, D], [1, K, 4]
     count = int(read["num_boxes"][0])
     batch = {"features": torch.from_numpy(np.asarray(read["features"])),
              "mask": torch.arange(read["features"].shape[1])[None] < count}

@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.text import Vocabulary, tokenize
-from updown_vqa.vqa.data import BatchSampler, StoreSet, shard, use_sampler
+from updown_vqa.features.loading import StoreSet, feature_loader, gather_regions, open_table
+from updown_vqa.vqa.data import BatchSampler, shard, use_sampler
 from updown_vqa.vqa.preprocess import as_list, fingerprint
 
 log = logging.getLogger(__name__)
@@ -117,15 +118,6 @@ def preprocess_captions(splits: dict[str, dict], cache_dir: str, max_caption_len
     return stem
 
 
-def _regions(stores: StoreSet, which: np.ndarray, rows: np.ndarray) -> dict[str, torch.Tensor]:
-    """Features [B, K, D], boxes [B, K, 4] and mask [B, K] (True = real region) of the given store rows."""
-    regions = stores.read(which, rows)
-    num_boxes = torch.from_numpy(regions["num_boxes"].astype(np.int64))
-    k = regions["features"].shape[1]
-    return {"features": torch.from_numpy(regions["features"]), "boxes": torch.from_numpy(regions["boxes"]),
-            "mask": torch.arange(k)[None, :] < num_boxes[:, None]}
-
-
 class LengthGroupedSampler(BatchSampler):
     """A BatchSampler whose batches hold captions of similar length, so less of each batch is padding.
 
@@ -159,7 +151,7 @@ class CaptionPairs(Dataset):
         self.lengths = (self.tokens != 0).sum(1)  # BOS ... EOS
         self.image_ids = image_ids
         self.stores = stores
-        self.which, self.rows = stores.locate(image_ids, source)
+        self.region_starts, self.region_counts = stores.regions(*stores.locate(image_ids, source))
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -169,7 +161,7 @@ class CaptionPairs(Dataset):
         longest = int(self.lengths[index].max())
         return {"index": torch.from_numpy(index), "image_ids": torch.from_numpy(self.image_ids[index]),
                 "tokens": self.tokens[index, :longest],  # [B, T]: BOS ... EOS, padding beyond the longest cut
-                **_regions(self.stores, self.which[index], self.rows[index])}
+                **self.stores.batch(self.region_starts[index], self.region_counts[index])}  # mask, features, boxes
 
 
 class CaptionImages(Dataset):
@@ -178,7 +170,7 @@ class CaptionImages(Dataset):
     def __init__(self, image_ids: np.ndarray, references: list[list[str]] | None, stores: StoreSet,
                  source: str):
         self.image_ids, self.references, self.stores = image_ids, references, stores
-        self.which, self.rows = stores.locate(image_ids, source)
+        self.region_starts, self.region_counts = stores.regions(*stores.locate(image_ids, source))
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -186,7 +178,7 @@ class CaptionImages(Dataset):
     def __getitem__(self, indices) -> dict:
         index = np.asarray(indices, dtype=np.int64)
         batch = {"index": torch.from_numpy(index), "image_ids": torch.from_numpy(self.image_ids[index]),
-                 **_regions(self.stores, self.which[index], self.rows[index])}
+                 **self.stores.batch(self.region_starts[index], self.region_counts[index])}  # mask, features, boxes
         if self.references is not None:
             batch["references"] = [self.references[i] for i in index]  # B lists of strings
         return batch
@@ -199,6 +191,7 @@ class CaptionDataModule(pl.LightningDataModule):
     (`captions_train2014.json`, or `image_info_test2014.json` for unannotated images) or Karpathy's
     `dataset_coco.json`, whose images are chosen by the split's `karpathy_splits`
     (default: train+restval, val, test). `builder`, when given, creates missing files in `prepare_data`.
+    `feature_cache` and `worker_buffer_mb` work as for VQA (see updown_vqa.features.loading).
     """
 
     def __init__(self, train: dict, val: dict, cache_dir: str, test: dict | None = None,
@@ -206,7 +199,7 @@ class CaptionDataModule(pl.LightningDataModule):
                  min_word_count: int = 5, vocab_splits=("train",), batch_size: int = 100,
                  eval_batch_size: int | None = None, length_group: int = 50, num_workers: int = 0,
                  pin_memory: bool = False, persistent_workers: bool = True, prefetch_factor: int = 2,
-                 seed: int = 0):
+                 seed: int = 0, feature_cache: str = "none", worker_buffer_mb: int = 256):
         super().__init__()
         self.splits = {k: dict(v) for k, v in {"train": train, "val": val, "test": test}.items() if v}
         self.cache_dir, self.builder = cache_dir, builder
@@ -216,6 +209,8 @@ class CaptionDataModule(pl.LightningDataModule):
         self.length_group = length_group  # batches per chunk sorted by length (1: plain shuffling)
         self.num_workers, self.pin_memory, self.seed = num_workers, pin_memory, seed
         self.persistent_workers, self.prefetch_factor = persistent_workers, prefetch_factor
+        self.feature_cache, self.worker_buffer_mb = feature_cache, worker_buffer_mb
+        self.table = None  # one RegionTable for every split's stores, made in setup
         self.datasets: dict[str, Dataset] = {}
         self.samplers: dict[str, BatchSampler] = {}
         self.train_position: dict | None = None  # {"epoch", "start_batch"} a resumed run starts from
@@ -236,8 +231,10 @@ class CaptionDataModule(pl.LightningDataModule):
             self.meta = json.load(f)
         with np.load(stem + ".npz") as npz:
             arrays = {k: npz[k] for k in npz.files}
+        self.table = open_table([p for files in self.splits.values() for p in as_list(files.get("features"))],
+                                self.feature_cache, self.pin_memory)
         for split, files in self.splits.items():
-            stores = StoreSet(as_list(files.get("features")))
+            stores = StoreSet(as_list(files.get("features")), self.table)
             source = ", ".join(as_list(files.get("captions"))) or split
             if split == "train":
                 self.datasets[split] = CaptionPairs(arrays["train/tokens"], arrays["train/caption_image_ids"],
@@ -250,6 +247,12 @@ class CaptionDataModule(pl.LightningDataModule):
                 self.datasets[split] = CaptionImages(ids, None, stores, source)
         if len({d.stores.feature_dim for d in self.datasets.values()}) > 1:
             raise UpdownError("caption splits have feature stores of different sizes; use one extractor")
+        if self.feature_cache == "device":
+            self.table.to(self.trainer.strategy.root_device if self.trainer else "cpu")
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """In `device` mode, gather the batch's region features from the table where the batch is."""
+        return gather_regions(self.table, batch)
 
     @property
     def vocab(self) -> list[str]:
@@ -277,12 +280,8 @@ class CaptionDataModule(pl.LightningDataModule):
         else:
             sampler = BatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=self.seed, **shards)
         use_sampler(self, split, sampler)
-        workers = self.num_workers > 0
-        return DataLoader(dataset, sampler=sampler, batch_size=None,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers and workers,
-                          prefetch_factor=self.prefetch_factor if workers else None,
-                          generator=torch.Generator())  # draws nothing from the RNG that resuming restores
+        return feature_loader(dataset, sampler, dataset.stores, batch_size, self.num_workers, self.pin_memory,
+                              self.persistent_workers, self.prefetch_factor, self.worker_buffer_mb)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)

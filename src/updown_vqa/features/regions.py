@@ -71,12 +71,12 @@ class RegionTable:
         self.dtype = np.result_type(*[s.dtype for s in stores])
         self.features = self.boxes = None  # [R + 1, D], [R + 1, 4] once loaded; row R is all zeros
         self.pin = False  # batches read in the main process go straight to pinned memory
-        self._pid, self._fds = None, None
+        self._pid, self._fds, self._files = None, None, None
         if cache == "ram":
             self.load()
 
     def __getstate__(self):
-        return self.__dict__ | {"_pid": None, "_fds": None}  # file descriptors stay in their process
+        return self.__dict__ | {"_pid": None, "_fds": None, "_files": None}  # handles stay in their process
 
     def position(self, path: str) -> int:
         return [s.path for s in self.stores].index(str(path))
@@ -196,10 +196,9 @@ class RegionTable:
     def _read_run(self, p: int, fd: int | None, start: int, features: np.ndarray, boxes: np.ndarray) -> None:
         layout = self.layouts[p]
         if fd is None or self.stores[p].dtype != features.dtype:  # chunked store: go through h5py
-            store = self.stores[p]
-            store._open()
-            features[:] = _rows(store._file["features"], start, start + len(features), layout.width, features.shape[1])
-            boxes[:] = _rows(store._file["boxes"], start, start + len(boxes), layout.width, 4)
+            f = self._h5(p)
+            features[:] = _rows(f["features"], start, start + len(features), layout.width, features.shape[1])
+            boxes[:] = _rows(f["boxes"], start, start + len(boxes), layout.width, 4)
             return
         _pread_into(fd, features, layout.feature_offset + start * features[0].nbytes)
         _pread_into(fd, boxes, layout.box_offset + start * boxes[0].nbytes)
@@ -210,8 +209,15 @@ class RegionTable:
             self._fds = [os.open(s.path, os.O_RDONLY) if lay.feature_offset is not None
                          and lay.box_offset is not None else None
                          for s, lay in zip(self.stores, self.layouts)]
-            self._pid = os.getpid()
+            self._pid, self._files = os.getpid(), {}
         return self._fds
+
+    def _h5(self, p: int) -> h5py.File:
+        """Store `p` opened with h5py in the reading process (h5py handles do not survive a fork)."""
+        self._open()
+        if p not in self._files:
+            self._files[p] = h5py.File(self.stores[p].path, "r")
+        return self._files[p]
 
 
 def _pread_into(fd: int, out: np.ndarray, offset: int) -> None:

@@ -4,59 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from functools import partial
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from updown_vqa.core.batch_slots import SlotDataLoader, SlotPool
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.features.loading import StoreSet, feature_loader, gather_regions, open_table
 from updown_vqa.features.regions import RegionTable
-from updown_vqa.features.store import FeatureStore
 from updown_vqa.vqa.preprocess import as_list, load_cache, preprocess
-
-
-class StoreSet:
-    """One or several feature stores looked up by image id (train+val training uses two).
-
-    Their regions are read through `table`, which a data module shares between its splits.
-    """
-
-    def __init__(self, paths: list[str], table: RegionTable | None = None):
-        if not paths:
-            raise UpdownError("no features file configured for this split (set data.<split>.features)")
-        paths = [str(p) for p in paths]
-        self.table = table or RegionTable([FeatureStore(p) for p in dict.fromkeys(paths)])
-        self.positions = np.array([self.table.position(p) for p in paths], np.int64)
-        self.stores = [self.table.stores[k] for k in self.positions]
-        self.feature_dim = self.table.feature_dim
-        self.max_boxes = max(s.max_boxes for s in self.stores)
-        self.attrs = self.stores[0].attrs
-
-    def locate(self, image_ids: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
-        """(store index, row) of each image id."""
-        which = np.full(len(image_ids), -1, np.int64)
-        rows = np.zeros(len(image_ids), np.int64)
-        for k, store in enumerate(self.stores):
-            todo = which < 0
-            found = np.array([int(i) in store._row for i in image_ids[todo]], bool)
-            idx = np.flatnonzero(todo)[found]
-            which[idx], rows[idx] = k, store.rows(image_ids[idx])
-        if (which < 0).any():
-            self.stores[0].rows(image_ids[which < 0][:1], source)  # raises, naming the id and file
-        return which, rows
-
-    def regions(self, which: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Table start and region count (at most `max_boxes`) of each (store index, row)."""
-        return self.table.regions(self.positions[which], rows, self.max_boxes)
-
-    def read(self, which: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Features [B, K, D], boxes [B, K, 4] and num_boxes [B] of the given rows, in one sorted read."""
-        starts, counts = self.regions(which, rows)
-        regions = self.table.read(starts, counts, self.max_boxes)
-        return {"features": regions["features"].numpy(), "boxes": regions["boxes"].numpy(), "num_boxes": counts}
 
 
 class VQADataset(Dataset):
@@ -66,7 +23,7 @@ class VQADataset(Dataset):
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], split: str, stores: StoreSet, num_answers: int,
-                 source: str = ""):
+                 source: str = "", with_accuracy: bool = True):
         self.tokens = torch.from_numpy(arrays[f"{split}/tokens"])
         self.lengths = torch.from_numpy(arrays[f"{split}/lengths"])
         self.question_ids = arrays[f"{split}/question_ids"]
@@ -76,6 +33,7 @@ class VQADataset(Dataset):
         self.which, self.rows = stores.locate(self.image_ids, source or split)
         self.region_starts, self.region_counts = stores.regions(self.which, self.rows)
         self.annotated = f"{split}/target_rows" in arrays
+        self.with_accuracy = with_accuracy  # the metric's inputs; training batches need only `targets`
         if self.annotated:
             self.targets = _csr(arrays, split, "target", len(self.tokens))
             self.accuracy = _csr(arrays, split, "acc", len(self.tokens))
@@ -87,19 +45,16 @@ class VQADataset(Dataset):
     def __getitem__(self, indices) -> dict[str, torch.Tensor]:
         index = np.asarray(indices, dtype=np.int64)
         starts, counts = self.region_starts[index], self.region_counts[index]
-        k, lengths = self.stores.max_boxes, self.lengths[index]
+        lengths = self.lengths[index]
         batch = {
             "index": torch.from_numpy(index),
             "tokens": self.tokens[index, : int(lengths.max())],  # [B, T]: padding beyond the longest cut
             "lengths": lengths,  # [B]
-            "mask": torch.arange(k)[None, :] < torch.from_numpy(counts)[:, None],  # [B, K]
+            **self.stores.batch(starts, counts),  # mask [B, K], features [B, K, D], boxes [B, K, 4]
         }
-        if self.stores.table.cache == "device":  # gathered on the accelerator, after the transfer
-            batch["region_starts"], batch["region_counts"] = torch.from_numpy(starts), torch.from_numpy(counts)
-        else:  # features [B, K, D] in the store's dtype, boxes [B, K, 4]
-            batch.update(self.stores.table.read(starts, counts, k))
         if self.annotated:
             batch["targets"] = _dense(self.targets, index, self.num_answers)  # [B, A]
+        if self.annotated and self.with_accuracy:
             batch["accuracy"] = _dense(self.accuracy, index, self.num_answers)  # [B, A]
             batch["answer_type"] = self.answer_type[index]
         return batch
@@ -115,11 +70,15 @@ def _csr(arrays, split: str, name: str, num_rows: int):
 
 
 def _dense(csr, index: np.ndarray, num_answers: int) -> torch.Tensor:
+    """Rows `index` of a CSR matrix as a dense [B, A] tensor."""
     indptr, cols, vals = csr
-    out = np.zeros((len(index), num_answers), np.float32)
-    for b, i in enumerate(index):
-        out[b, cols[indptr[i] : indptr[i + 1]]] = vals[indptr[i] : indptr[i + 1]]
-    return torch.from_numpy(out)
+    counts = indptr[index + 1] - indptr[index]
+    ends = np.cumsum(counts)
+    entries = np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts - indptr[index], counts)
+    out = torch.zeros(len(index), num_answers)
+    out[torch.from_numpy(np.repeat(np.arange(len(index)), counts)), torch.from_numpy(cols[entries])] = \
+        torch.from_numpy(vals[entries].astype(np.float32))
+    return out
 
 
 class BatchSampler(Sampler):
@@ -233,12 +192,11 @@ class VQADataModule(pl.LightningDataModule):
             return
         self.meta, arrays = load_cache(self._preprocess())
         paths = dict.fromkeys(p for files in self.splits.values() for p in as_list(files.get("features")))
-        if paths:  # one table for all splits: a store used by two splits is cached once
-            self.table = RegionTable([FeatureStore(p) for p in paths], self.feature_cache)
-            self.table.pin = self.pin_memory and torch.cuda.is_available()
+        # one table for all splits: a store used by two splits is cached once
+        self.table = open_table(paths, self.feature_cache, self.pin_memory)
         for split, files in self.splits.items():
             stores = StoreSet(as_list(files.get("features")), self.table)
-            self.datasets[split] = VQADataset(arrays, split, stores, len(self.answers),
+            self.datasets[split] = VQADataset(arrays, split, stores, len(self.answers), with_accuracy=split != "train",
                                               source=", ".join(as_list(files.get("questions"))))
         dims = {d.stores.feature_dim for d in self.datasets.values()}
         if len(dims) > 1:
@@ -248,11 +206,7 @@ class VQADataModule(pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """In `device` mode, gather the batch's region features from the table where the batch is."""
-        if "region_starts" in batch:
-            table = self.table.to(batch["tokens"].device)
-            batch.update(table.gather(  # features [B, K, D], boxes [B, K, 4]
-                batch.pop("region_starts"), batch.pop("region_counts"), batch["mask"].shape[1]))
-        return batch
+        return gather_regions(self.table, batch)
 
     @property
     def vocab(self) -> list[str]:
@@ -274,22 +228,9 @@ class VQADataModule(pl.LightningDataModule):
         sampler = use_sampler(self, split, BatchSampler(len(self.datasets[split]), self.batch_size,
                                                         shuffle=shuffle, seed=self.seed,
                                                         **shard(self.trainer, split)))
-        num_workers = 0 if self.feature_cache == "device" else self.num_workers  # batches are index lists
-        workers = num_workers > 0
-        make = partial(SlotDataLoader, pool=self._slot_pool(split, num_workers)) if workers else DataLoader
-        # Its own generator: a new iterator then draws nothing from the global RNG, which resuming restores.
-        return make(self.datasets[split], sampler=sampler, batch_size=None,
-                          num_workers=num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers and workers,
-                          prefetch_factor=self.prefetch_factor if workers else None,
-                          generator=torch.Generator())
-
-    def _slot_pool(self, split: str, num_workers: int) -> SlotPool:
-        """Recycled buffers for the features of `num_workers` workers' batches (see batch_slots)."""
-        table, boxes = self.table, self.datasets[split].stores.max_boxes
-        slot_bytes = self.batch_size * boxes * table.feature_dim * table.dtype.itemsize
-        return SlotPool(num_workers, slot_bytes, max_slots=self.prefetch_factor + 3,  # queued, held, freed late
-                        budget=self.worker_buffer_mb << 20)
+        return feature_loader(self.datasets[split], sampler, self.datasets[split].stores, self.batch_size,
+                              self.num_workers, self.pin_memory, self.persistent_workers, self.prefetch_factor,
+                              self.worker_buffer_mb)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
