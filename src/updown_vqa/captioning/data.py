@@ -199,7 +199,7 @@ class CaptionDataModule(pl.LightningDataModule):
                  min_word_count: int = 5, vocab_splits=("train",), batch_size: int = 100,
                  eval_batch_size: int | None = None, length_group: int = 50, num_workers: int = 0,
                  pin_memory: bool = False, persistent_workers: bool = True, prefetch_factor: int = 2,
-                 seed: int = 0, feature_cache: str = "none", worker_buffer_mb: int = 256):
+                 seed: int = 0, feature_cache: str = "none", worker_buffer_mb: int = 1024):
         super().__init__()
         self.splits = {k: dict(v) for k, v in {"train": train, "val": val, "test": test}.items() if v}
         self.cache_dir, self.builder = cache_dir, builder

@@ -91,22 +91,27 @@ def gather_regions(table: RegionTable | None, batch: dict) -> dict:
 
 def feature_loader(dataset: Dataset, sampler: Sampler, stores: StoreSet, batch_size: int, num_workers: int = 0,
                    pin_memory: bool = False, persistent_workers: bool = True, prefetch_factor: int = 2,
-                   worker_buffer_mb: int = 256) -> DataLoader:
-    """A DataLoader of whole batches (the sampler yields index lists); workers write their features into
-    recycled shared-memory slots; no workers in `device` mode, where batches are index lists."""
-    table = stores.table
-    num_workers = 0 if table.cache == "device" else num_workers
+                   worker_buffer_mb: int = 1024) -> DataLoader:
+    """A DataLoader of whole batches (the sampler yields index lists) whose workers hand them over
+    through recycled shared-memory slots; no workers in `device` mode, where batches are index lists."""
+    num_workers = 0 if stores.table.cache == "device" else num_workers
     workers = num_workers > 0
     make = DataLoader
     if workers:
-        slot_bytes = batch_size * stores.max_boxes * table.feature_dim * table.dtype.itemsize
-        pool = SlotPool(num_workers, slot_bytes, max_slots=prefetch_factor + 3,  # queued, held, freed late
+        pool = SlotPool(num_workers, batch_bytes(dataset, batch_size), max_slots=prefetch_factor + 2,  # queued, held
                         budget=worker_buffer_mb << 20)
         make = partial(SlotDataLoader, pool=pool)
     # Its own generator: a new iterator then draws nothing from the global RNG, which resuming restores.
     return make(dataset, sampler=sampler, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                 persistent_workers=persistent_workers and workers,
                 prefetch_factor=prefetch_factor if workers else None, generator=torch.Generator())
+
+
+def batch_bytes(dataset: Dataset, batch_size: int) -> int:
+    """Bytes of the tensors of a full batch (read once, here), with room for longer token rows."""
+    batch = dataset[list(range(min(batch_size, len(dataset))))]
+    nbytes = sum(v.nbytes for v in batch.values() if torch.is_tensor(v))
+    return int(nbytes * 1.05) + (1 << 20)
 
 
 def read_rows(store: FeatureStore, rows, max_boxes: int | None = None) -> dict[str, np.ndarray]:

@@ -92,14 +92,13 @@ class RegionTable:
 
     def read(self, starts: np.ndarray, counts: np.ndarray, max_boxes: int) -> dict[str, torch.Tensor]:
         """Features [B, K, D] (store dtype) and boxes [B, K, 4], zero beyond each image's count; in a
-        worker of the project's loaders also the `feature_slot` (see batch_slots) the features are in."""
+        worker of the project's loaders the features are read straight into its batch slot (batch_slots)."""
         if self.features is not None and self.features.device.type != "cpu":
             return self.gather(torch.from_numpy(starts), torch.from_numpy(counts), max_boxes)
         shape, dtype = (len(starts), max_boxes), _torch_dtype(self.dtype)
-        slotted = worker_tensor((*shape, self.feature_dim), dtype)
-        out = {"features": slotted[0], "feature_slot": torch.tensor(slotted[1])} if slotted else {
-            "features": self._batch_tensor((*shape, self.feature_dim), dtype)}
-        out["boxes"] = self._batch_tensor((*shape, 4), torch.float32)
+        features = worker_tensor((*shape, self.feature_dim), dtype)
+        out = {"features": features if features is not None else self._batch_tensor((*shape, self.feature_dim), dtype),
+               "boxes": self._batch_tensor((*shape, 4), torch.float32)}
         self._fill(starts, counts, out["features"].numpy(), out["boxes"].numpy())
         return out
 
@@ -120,14 +119,14 @@ class RegionTable:
         return {"features": features, "boxes": boxes}
 
     def _batch_tensor(self, shape: tuple[int, ...], dtype: torch.dtype, device=None) -> torch.Tensor:
-        """An empty batch tensor; fresh pages cost more than the copy into them, so: in a worker, made in
-        shared memory, which then reaches the main process without a second copy; in the main process,
+        """An empty batch tensor; fresh pages cost more than the copy into them, so in the main process:
         pinned when the loader pins (cached pinned blocks, no pinning copy), else a numpy array, which
-        asks for transparent huge pages (about 3x faster to fault in than torch's 4 KiB pages)."""
+        asks for transparent huge pages (about 3x faster to fault in than torch's 4 KiB pages). A
+        worker's small tensors are copied into its batch slot (batch_slots), so they stay plain."""
         if device is not None and device.type != "cpu":
             return torch.empty(shape, dtype=dtype, device=device)
         if get_worker_info() is not None:
-            return _empty(shape, dtype, shared=True)
+            return torch.empty(shape, dtype=dtype)
         if self.pin:
             return torch.empty(shape, dtype=dtype, pin_memory=True)
         return torch.from_numpy(np.empty(shape, torch.empty(0, dtype=dtype).numpy().dtype))

@@ -163,7 +163,7 @@ class VQADataModule(pl.LightningDataModule):
                  min_answer_count: int = 9, answer_splits=("train",), vocab_splits=("train",),
                  batch_size: int = 512, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = True, prefetch_factor: int = 2, seed: int = 0,
-                 feature_cache: str = "none", worker_buffer_mb: int = 256):
+                 feature_cache: str = "none", worker_buffer_mb: int = 1024):
         super().__init__()
         self.splits = {k: dict(v) for k, v in {"train": train, "val": val, "test": test}.items() if v}
         self.cache_dir, self.builder = cache_dir, builder
