@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import run_module
 
-from updown_vqa.bench import loader as bench
+from updown_vqa.bench import cli as bench
 from updown_vqa.bench.loader import children, pss_mb, time_batches
 
 TINY = ["--synthetic", "40", "--boxes", "4", "--dim", "8", "--answers", "20", "--batch-size", "16",
