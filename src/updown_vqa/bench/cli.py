@@ -21,6 +21,9 @@ import tempfile
 
 import torch
 
+from updown_vqa.bench.gpu import add_arguments as add_gpu_arguments
+from updown_vqa.bench.gpu import report
+from updown_vqa.bench.gpu import run as run_gpu
 from updown_vqa.bench.loader import (
     datamodule,
     forever,
@@ -32,6 +35,7 @@ from updown_vqa.bench.loader import (
     to_device,
 )
 from updown_vqa.bench.overlap import compute_step, step_throughput
+from updown_vqa.bench.protocol import alternate
 from updown_vqa.bench.training import (
     in_memory_throughput,
     lightning_throughput,
@@ -84,21 +88,6 @@ def run_loader(args, root: str) -> dict:
     return alternate(measure, args.repeats)
 
 
-def alternate(measure: dict, repeats: int) -> dict:
-    """The best of `repeats` runs of each contender, run in turn and each first in turn, so that a busy
-    moment of the machine hurts all alike."""
-    names, runs = list(measure), {name: [] for name in measure}
-    for i in range(repeats):
-        for name in names[i % len(names):] + names[: i % len(names)]:
-            runs[name].append(measure[name]())
-    return {name: best(r) for name, r in runs.items()}
-
-
-def best(runs: list[dict]) -> dict:
-    """The fastest of repeated runs, with every run's samples/s."""
-    return max(runs, key=lambda r: r["samples_per_s"]) | {"runs": [r["samples_per_s"] for r in runs]}
-
-
 def run_train(args, root: str) -> dict:
     dm = datamodule(_data(args, root), args.batch_size, args.num_workers, args.pin_memory, args.feature_cache,
                     seed=args.seed)
@@ -143,7 +132,7 @@ def summary(command: str, args, result: dict) -> list[str]:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m updown_vqa.bench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("loader", "train"):
+    for name in ("loader", "train", "gpu"):
         p = sub.add_parser(name)
         p.add_argument("--features", help="an existing store (random questions are made for its images)")
         p.add_argument("--synthetic", type=int, default=3000 if name == "loader" else 2000, metavar="N",
@@ -165,7 +154,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.add_argument("--json", action="store_true", help="print the results as JSON on the last line")
         p.add_argument("--repeats", "--rounds", type=int, default=3, dest="repeats",
                        help="alternated runs of every contender; each reports its best (default 3)")
-    loader, train = sub.choices["loader"], sub.choices["train"]
+    loader, train, gpu = sub.choices["loader"], sub.choices["train"], sub.choices["gpu"]
+    add_gpu_arguments(gpu)
     loader.add_argument("--naive-batches", type=int, help="timed batches of the naive reference (default M)")
     loader.add_argument("--memory", action="store_true", help="report PSS of the process and each worker")
     loader.add_argument("--compute-ms", type=float, default=0.0,
@@ -173,11 +163,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "each batch (the step), against the compute and the loader alone")
     loader.add_argument("--worker-buffer-mb", type=int, default=1024,
                         help="recycled batch buffers per worker (data.worker_buffer_mb)")
-    train.add_argument("--nonlinearity", default="gated_tanh", choices=["gated_tanh", "relu"])
+    for p in (train, gpu):
+        p.add_argument("--nonlinearity", default="gated_tanh", choices=["gated_tanh", "relu"])
+        p.add_argument("--hidden-dim", type=int, default=1024)
+        p.add_argument("--embed-dim", type=int, default=300)
     train.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
     train.add_argument("--compile", action="store_true", help="torch.compile the model")
-    train.add_argument("--hidden-dim", type=int, default=1024)
-    train.add_argument("--embed-dim", type=int, default=300)
     return parser.parse_args(argv)
 
 
@@ -186,13 +177,16 @@ def main(argv=None) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="updown-bench-") as tmp:
             root = args.work_dir or tmp
-            result = (run_loader if args.command == "loader" else run_train)(args, root)
+            result = {"loader": run_loader, "train": run_train, "gpu": run_gpu}[args.command](args, root)
     except UpdownError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     settings = {k: v for k, v in vars(args).items() if k not in ("json", "work_dir")}
     print("settings:", json.dumps(settings), f"device: {pick_device(args.device)}, cpus: {os.cpu_count()}")
-    print("\n".join(summary(args.command, args, result)))
+    if args.command == "gpu":
+        print(report(result) + f"\nwritten: {args.out}/bench_gpu.json, {args.out}/bench_gpu.md")
+    else:
+        print("\n".join(summary(args.command, args, result)))
     if args.json:
         print(json.dumps(result))
 
