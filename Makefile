@@ -46,6 +46,15 @@ test-fast: $(STAMP)
 sweep-loader: $(STAMP)
 	$(PY) -m updown_vqa.bench_sweep -m $(ARGS)
 
+# Loader + training benchmarks at VQA v2 sizes on one GPU (~5 min; docs/throughput.md): bench_gpu.json and
+# bench_gpu.md in $(OUTPUTS)/bench_gpu. Runs with the machine's own python3 (torch, Lightning, h5py) and no
+# venv: nothing on its path imports Hydra or spaCy. Wheels in wheels/ (say, pytorch-lightning where only
+# the `lightning` package is installed) are installed first, offline. Without a GPU: one error line, exit 1.
+.PHONY: bench-gpu
+bench-gpu:
+	@if ls wheels/*.whl >/dev/null 2>&1; then $(PYTHON) -m pip install --quiet --no-index --find-links wheels wheels/*.whl; fi
+	PYTHONPATH=src $(PYTHON) -m updown_vqa.bench gpu --out $(OUTPUTS)/bench_gpu $(ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
 

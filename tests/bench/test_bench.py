@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from conftest import run_module
 
-from updown_vqa.bench import loader as bench
+from updown_vqa.bench import cli as bench
 from updown_vqa.bench.loader import children, pss_mb, time_batches
 
 TINY = ["--synthetic", "40", "--boxes", "4", "--dim", "8", "--answers", "20", "--batch-size", "16",
-        "--batches", "2", "--warmup", "1"]
+        "--batches", "2", "--warmup", "1", "--repeats", "1"]
 
 
 def test_time_batches_counts_the_timed_samples_only():
@@ -66,9 +66,10 @@ def test_loader_bench_in_cache_modes(capsys, feature_cache):
 
 def test_train_bench_reports_lightning_and_plain(capsys):
     text, out = run_main(capsys, "train", *TINY, "--hidden-dim", "16", "--embed-dim", "8",
-                         "--feature-cache", "device", "--json")
-    assert out["lightning"]["samples_per_s"] > 0 and out["plain"]["samples_per_s"] > 0
-    assert "lightning/plain" in text
+                         "--feature-cache", "device", "--repeats", "2", "--json")
+    assert set(out) == {"lightning", "plain", "plain_in_memory"}
+    assert all(len(out[k]["runs"]) == 2 and out[k]["samples_per_s"] == max(out[k]["runs"]) for k in out)
+    assert "lightning/plain_in_memory" in text and "best of 2 alternated runs" in text
 
 
 def test_missing_features_file_is_a_one_line_error(tmp_path, capsys):

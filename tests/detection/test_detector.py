@@ -19,6 +19,7 @@ from updown_vqa.detection.data import DetectionDataModule, read_objects
 from updown_vqa.detection.model import build_detector
 from updown_vqa.detection.module import BottomUpDetector, attribute_loss
 from updown_vqa.features.extractors import extract
+from updown_vqa.features.loading import read_rows
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.train import train
 
@@ -116,7 +117,7 @@ def test_a_trained_detector_checkpoint_is_the_weights_of_region_extraction(data_
     store = FeatureStore(out)
     assert store.feature_dim == 512 + 4 and len(store.image_ids) == len(glob.glob(f"{images}/*.png"))
     assert store.attrs["backbone"] == "resnet18" and store.attrs["num_classes"] == 4
-    assert np.isfinite(store.read(np.arange(2))["features"]).all()
+    assert np.isfinite(read_rows(store, np.arange(2))["features"]).all()
     # the box head's output instead of C5: its width, then the box coordinates
     head_out = str(tmp_path / "regions_box_head.h5")
     extract(extract_config(
@@ -124,7 +125,7 @@ def test_a_trained_detector_checkpoint_is_the_weights_of_region_extraction(data_
         "detector.min_boxes=3", "detector.max_boxes=3", "num_workers=0", "spatial_features=true",
         "detector.region_features=box_head"))
     heads = FeatureStore(head_out)
-    batch = heads.read(np.arange(2))
+    batch = read_rows(heads, np.arange(2))
     assert heads.feature_dim == 256 + 4 and heads.attrs["region_features"] == "box_head"
     np.testing.assert_allclose(batch["features"][..., -4:], batch["boxes"] / 64, rtol=1e-5, atol=1e-6)
 

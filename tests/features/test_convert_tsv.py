@@ -9,6 +9,7 @@ import pytest
 
 from updown_vqa.features import convert_tsv, writer
 from updown_vqa.features.convert_tsv import main, write_tsv
+from updown_vqa.features.loading import read_rows
 from updown_vqa.features.store import FeatureStore
 
 D = 16
@@ -47,7 +48,7 @@ def shards(tmp_path):
 def read_back(path):
     """{image_id: (w, h, boxes, features)} of every image in a store."""
     store = FeatureStore(path)
-    batch = store.read(np.arange(len(store)))
+    batch = read_rows(store, np.arange(len(store)))
     out = {}
     for b, image_id in enumerate(store.image_ids.tolist()):
         n = batch["num_boxes"][b]
@@ -85,7 +86,7 @@ def test_float16_equals_the_numpy_cast(tmp_path):
     assert main([*paths, "--out", out, "--dtype", "float16"]) == 0
     assert_bits_equal(out, rows, np.float16)
     with h5py.File(out) as f:
-        assert f["features"].chunks is None  # contiguous, so FeatureStore can memory-map it
+        assert f["features"].chunks is None  # contiguous, so the loader can pread it at a byte offset
 
 
 def test_float16_overflow_is_an_error_naming_the_line(tmp_path, capsys):

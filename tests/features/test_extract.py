@@ -16,6 +16,7 @@ from updown_vqa.detection.model import build_detector
 from updown_vqa.features.boxes import extract_box_features
 from updown_vqa.features.extractors import build_extractor, extract
 from updown_vqa.features.images import extract_to_store, image_id, list_images
+from updown_vqa.features.loading import read_rows
 from updown_vqa.features.one_image import image_features
 from updown_vqa.features.rois import roi_features
 from updown_vqa.features.store import FeatureStore
@@ -67,7 +68,7 @@ def test_grid_features_are_the_resnet_recipe_by_hand(tmp_path, resnet18_file):
         grid = nn.Sequential(*list(resnet.children())[:-2]).eval()(by_hand(paths.values()))
     expected = grid.flatten(2).transpose(1, 2).numpy()  # [B, 4 cells, 512]
     store = FeatureStore(out)
-    batch = store.read(store.rows(list(paths)))
+    batch = read_rows(store, store.rows(list(paths)))
     np.testing.assert_allclose(batch["features"], expected, rtol=1e-4, atol=1e-5)
     w, h = 50, 70  # image 2: cells are quarters of the original image, row by row
     assert batch["boxes"][1].tolist() == [[0, 0, w / 2, h / 2], [w / 2, 0, w, h / 2],
@@ -91,7 +92,7 @@ def test_unusual_images_are_converted_and_unreadable_ones_skipped(tmp_path):
     store = FeatureStore(out)
     assert store.image_ids.tolist() == [1, 2, 3, 4] and store.skipped.tolist() == [5]
     assert store.dtype == np.float16
-    assert np.isfinite(store.read(store.rows([1, 2, 3, 4]))["features"]).all()
+    assert np.isfinite(read_rows(store, store.rows([1, 2, 3, 4]))["features"]).all()
 
 
 class Interrupting:
@@ -126,8 +127,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
     assert store.image_ids.tolist() == [1, 2, 3, 4, 5] and store.attrs["stage"] == "layer2"
     fresh = str(tmp_path / "fresh.h5")
     extract_to_store(paths, grid, 128, fresh, recipe, SIZE, batch_size=5)
-    np.testing.assert_allclose(FeatureStore(fresh).read(np.arange(5))["features"],
-                               store.read(np.arange(5))["features"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(read_rows(FeatureStore(fresh), np.arange(5))["features"],
+                               read_rows(store, np.arange(5))["features"], rtol=1e-4, atol=1e-5)
 
 
 def test_boxes_mode_and_the_shapes_builder_share_one_path(tmp_path, resnet18_file):
@@ -150,7 +151,7 @@ def test_boxes_mode_and_the_shapes_builder_share_one_path(tmp_path, resnet18_fil
                             [torch.tensor(boxes[i], dtype=torch.float32) for i in (1, 2)],
                             stride=16, output_size=2, image_sizes=[(80, 60), (50, 70)])
     for path in (cli, builder):
-        batch = FeatureStore(path).read(np.arange(2))
+        batch = read_rows(FeatureStore(path), np.arange(2))
         assert batch["features"].shape == (2, 2, 256 * 4 + 4)
         np.testing.assert_allclose(batch["features"][0], expected[0], rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(batch["features"][1, :1], expected[1], rtol=1e-4, atol=1e-5)
@@ -172,7 +173,7 @@ def test_region_mode_selects_boxes_and_pools_c5_of_the_detector(tmp_path):
                            "detector.num_classes=4", "detector.proposals=40",
                            "detector.min_boxes=5", "detector.max_boxes=5", "num_workers=0"))
     store = FeatureStore(out)
-    batch = store.read(np.arange(2))
+    batch = read_rows(store, np.arange(2))
     assert store.num_boxes.tolist() == [5, 5] and store.feature_dim == 512
     assert (batch["boxes"][0, :, [0, 2]] <= 80).all() and (batch["boxes"][0, :, [1, 3]] <= 60).all()
     # the documented choice: RoIAlign 1x1 on the layer4 output of the detector's own ResNet body
@@ -193,7 +194,7 @@ def test_bfloat16_autocast_stays_close_to_float32(tmp_path):
     grid = build_extractor(recipe)
     for name, autocast in (("f32.h5", False), ("bf16.h5", True)):
         extract_to_store(paths, grid, 256, str(tmp_path / name), recipe, SIZE, autocast=autocast)
-    full, half = (FeatureStore(tmp_path / n).read(np.arange(2))["features"] for n in ("f32.h5", "bf16.h5"))
+    full, half = (read_rows(FeatureStore(tmp_path / n), np.arange(2))["features"] for n in ("f32.h5", "bf16.h5"))
     assert not np.array_equal(full, half)
     np.testing.assert_allclose(half, full, rtol=0.1, atol=0.1 * np.abs(full).mean())
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.features.loading import read_rows
 from updown_vqa.features.store import FeatureStore, write_store
 
 
@@ -25,7 +26,7 @@ def test_round_trip(tmp_path, layout):
     assert store.layout == layout and store.attrs["extractor"] == "test"
     assert store.feature_dim == 6 and store.max_boxes == max(len(b) for b in boxes)
     rows = store.rows([ids[3], ids[0], ids[3]])
-    batch = store.read(rows)
+    batch = read_rows(store, rows)
     for j, i in enumerate([3, 0, 3]):
         n = len(boxes[i])
         assert batch["num_boxes"][j] == n
@@ -37,7 +38,7 @@ def test_round_trip(tmp_path, layout):
 def test_float16_store_is_read_as_float16(tmp_path):
     ids, sizes, boxes, feats = regions()
     write_store(str(tmp_path / "f.h5"), ids, sizes, boxes, feats, dtype="float16")
-    batch = FeatureStore(str(tmp_path / "f.h5")).read(np.array([0, 1]))
+    batch = read_rows(FeatureStore(str(tmp_path / "f.h5")), np.array([0, 1]))
     assert batch["features"].dtype == np.float16
     np.testing.assert_array_equal(batch["features"][0, : len(feats[0])], feats[0].astype(np.float16))
 
@@ -51,7 +52,7 @@ def test_chunked_store_reads_like_a_contiguous_one(tmp_path):
             dst.create_dataset(key, data=data, chunks=True if data.ndim > 1 else None,
                                compression="gzip" if data.ndim > 1 else None)
     rows = np.array([4, 2, 2, 0])
-    a, b = FeatureStore(str(tmp_path / "a.h5")).read(rows), FeatureStore(str(tmp_path / "b.h5")).read(rows)
+    a, b = read_rows(FeatureStore(str(tmp_path / "a.h5")), rows), read_rows(FeatureStore(str(tmp_path / "b.h5")), rows)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])
 

@@ -8,6 +8,7 @@ import pytest
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.features import writer as writer_module
+from updown_vqa.features.loading import read_rows
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.features.writer import StoreWriter
 
@@ -34,7 +35,7 @@ def assert_store_matches(path, images, dtype=np.float32):
     """Every image reads back from FeatureStore with its own boxes, features and size."""
     store = FeatureStore(path)
     assert store.image_ids.tolist() == sorted(images)
-    batch = store.read(store.rows(list(images)))
+    batch = read_rows(store, store.rows(list(images)))
     for b, (image_id, (w, h, boxes, feats)) in enumerate(images.items()):
         n = len(boxes)
         assert batch["num_boxes"][b] == n
@@ -59,7 +60,7 @@ def test_finalize_gives_a_contiguous_sorted_store(tmp_path, layout):
     with h5py.File(path) as f:
         for name in ("features", "boxes"):
             assert f[name].chunks is None and f[name].compression is None
-            assert f[name].id.get_offset() is not None  # so FeatureStore can memory-map it
+            assert f[name].id.get_offset() is not None  # so the loader can pread it at a byte offset
     assert os.listdir(tmp_path) == ["f.h5"]  # work and tmp files are gone
 
 

@@ -14,6 +14,7 @@ from updown_vqa.datasets.shapes import split_files
 from updown_vqa.features.boxes import extract_box_features
 from updown_vqa.features.extractors import extract
 from updown_vqa.features.images import list_images
+from updown_vqa.features.loading import read_rows
 from updown_vqa.features.one_image import feature_recipe, image_features
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.vqa.inference import answer_image
@@ -43,7 +44,7 @@ def test_features_for_a_new_image_equal_the_training_features(grid_store):
     root, store = grid_store
     image = list_images(str(root / "images"))[2]
     boxes, features = image_features(store.attrs, image)
-    row = store.read(store.rows([2]))
+    row = read_rows(store, store.rows([2]))
     np.testing.assert_allclose(features.numpy(), row["features"][0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(boxes.numpy(), row["boxes"][0])
 
@@ -78,7 +79,7 @@ def test_box_features_use_given_boxes_or_the_trunk_grid(tmp_path):
                          output_size=2, image_size=64)
     store = FeatureStore(out)
     _, given = image_features(store.attrs, paths[1], boxes.tolist())
-    np.testing.assert_allclose(given.numpy(), store.read([0])["features"][0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(given.numpy(), read_rows(store, [0])["features"][0], rtol=1e-4, atol=1e-5)
     cells, features = image_features(store.attrs, paths[1])
     assert cells.shape == (64, 4) and features.shape == (64, store.feature_dim)  # 8x8 at stride 8
     assert cells[9].tolist() == [8, 8, 16, 16]

@@ -56,7 +56,9 @@ def test_batches_carry_everything_the_model_needs(data_dir, tmp_path):
     batch = next(iter(dm.train_dataloader()))
     b, k, d = batch["features"].shape
     assert b == 32 and d == dm.feature_dim and batch["mask"].shape == (b, k)
-    assert batch["targets"].shape == batch["accuracy"].shape == (b, len(dm.answers))
+    assert batch["targets"].shape == (b, len(dm.answers)) and "accuracy" not in batch  # the metric's, unused in training
+    val = next(iter(dm.val_dataloader()))
+    assert val["targets"].shape == val["accuracy"].shape == (len(val["index"]), len(dm.answers))
     assert batch["tokens"].shape[1] == batch["lengths"].max()
     assert torch.all(batch["targets"].max(1).values > 0)  # shapes answers are all in the vocabulary
 

@@ -9,7 +9,7 @@ from conftest import compose_config, run_module, save_module, tiny_overrides
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.text import Vocabulary, tokenize
-from updown_vqa.vqa.data import StoreSet
+from updown_vqa.features.loading import StoreSet
 from updown_vqa.vqa.evaluation import evaluate
 from updown_vqa.vqa.inference import predict
 from updown_vqa.vqa.module import UpDownVQA
@@ -57,9 +57,7 @@ def test_answers_every_question_with_the_checkpoints_vocabulary(checkpoint, data
     assert [r["question_id"] for r in results] == data["question_ids"]  # every question, in file order
     # The same answers as the model on tokens encoded with the checkpoint's vocabulary.
     ids, lengths = Vocabulary(model.hparams.vocab).encode(tokenize(data["questions"][:5]), 14)
-    regions = StoreSet([val["features"]]).stores[0]
-    rows = regions.rows(data["image_ids"][:5])
-    read = regions.read(rows)
+    read = StoreSet([val["features"]]).read(data["image_ids"][:5])
     mask = torch.arange(read["features"].shape[1])[None] < torch.from_numpy(read["num_boxes"])[:, None]
     with torch.no_grad():
         logits = model.eval().model(torch.from_numpy(ids), torch.from_numpy(lengths),

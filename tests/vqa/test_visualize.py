@@ -13,6 +13,7 @@ from updown_vqa.captioning.module import UpDownCaptioning, caption_attention
 from updown_vqa.core import viz
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.text import Vocabulary, tokenize
+from updown_vqa.features.loading import read_rows
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.visualize import visualize
 from updown_vqa.vqa.module import UpDownVQA
@@ -42,7 +43,7 @@ def visualize_config(data_dir, tmp_path, *overrides):
 def direct_attention(model, data_dir, question: str, image_id: int):
     """Attention [n] and sigmoid scores [A] of a plain forward pass, and the image's boxes [n, 4]."""
     store = FeatureStore(shapes_file(data_dir, "shapes_val_features.h5"))
-    read = store.read(store.rows([image_id]))
+    read = read_rows(store, store.rows([image_id]))
     count = int(read["num_boxes"][0])
     ids, lengths = Vocabulary(model.hparams.vocab).encode(tokenize([question]), 14)
     batch = {"tokens": torch.from_numpy(ids), "lengths": torch.from_numpy(lengths),
@@ -117,7 +118,7 @@ def test_caption_checkpoint_gets_a_panel_per_word(data_dir, tmp_path, monkeypatc
     image_id = int(store.image_ids[3])
     result = visualize(visualize_config(data_dir, tmp_path, f"ckpt={path}", f"image_id={image_id}"))
     _, boxes, words, attention = drawn[0]
-    read = store.read(store.rows([image_id]))
+    read = read_rows(store, store.rows([image_id]))
     count = int(read["num_boxes"][0])
     batch = {"features": torch.from_numpy(read["features"][:, :count]), "mask": torch.ones(1, count, dtype=bool)}
     expected_words, expected = caption_attention(model.eval(), batch)

@@ -12,24 +12,28 @@ import glob
 import json
 import os
 
-from hydra.experimental.callback import Callback
-
 COLUMNS = ["batch_size", "num_workers", "pin_memory", "loader_samples_per_s", "loader_mb_per_s",
-           "train_samples_per_s", "error"]
+           "train_samples_per_s", "max_worker_mb", "error"]
 
 
 def load_rows(folder: str) -> list[dict]:
     """One row per job, sorted by pinned memory, batch size and workers."""
-    rows = []
+    results = []
     for path in glob.glob(os.path.join(folder, "**", "result.json"), recursive=True):
         with open(path) as f:
-            result = json.load(f)
-        rows.append({"batch_size": result["batch_size"], "num_workers": result["num_workers"],
-                     "pin_memory": result["pin_memory"], "device": result.get("device", ""),
-                     "loader_samples_per_s": result.get("loader", {}).get("samples_per_s"),
-                     "loader_mb_per_s": result.get("loader", {}).get("mb_per_s"),
-                     "train_samples_per_s": result.get("train", {}).get("samples_per_s"),
-                     "error": result.get("error", "")})
+            results.append(json.load(f))
+    return rows_of(results)
+
+
+def rows_of(results: list[dict]) -> list[dict]:
+    """Report rows of job results ({batch_size, num_workers, pin_memory, device, loader, train})."""
+    rows = [{"batch_size": r["batch_size"], "num_workers": r["num_workers"], "pin_memory": r["pin_memory"],
+             "device": r.get("device", ""),
+             "loader_samples_per_s": r.get("loader", {}).get("samples_per_s"),
+             "loader_mb_per_s": r.get("loader", {}).get("mb_per_s"),
+             "train_samples_per_s": r.get("train", {}).get("samples_per_s"),
+             "max_worker_mb": r.get("loader", {}).get("memory", {}).get("max_worker_mb"),
+             "error": r.get("error", "")} for r in results]
     return sorted(rows, key=lambda r: (not r["pin_memory"], r["batch_size"], r["num_workers"]))
 
 
@@ -40,10 +44,11 @@ def _cell(value) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    header = ["batch", "workers", "pinned", "loader samples/s", "loader MB/s", "train samples/s"]
+    header = ["batch", "workers", "pinned", "loader samples/s", "loader MB/s", "train samples/s",
+              "largest worker PSS MB"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for r in rows:
-        cells = [_cell(r[c]) for c in COLUMNS[:6]]
+        cells = [_cell(r.get(c)) for c in COLUMNS[:7]]
         lines.append("| " + " | ".join(cells) + " |" + (f" error: {r['error']}" if r["error"] else ""))
     return "\n".join(lines)
 
@@ -60,6 +65,19 @@ def speedups(rows: list[dict]) -> list[str]:
                   (("loader", "loader_samples_per_s"), ("train", "train_samples_per_s")) if one[key] and zero[key]]
         lines.append(f"batch {batch}, pin_memory={pinned}: 1 worker vs 0: " + ", ".join(ratios))
     return lines
+
+
+def model_bound(rows: list[dict]) -> list[str]:
+    """Where training is far slower than the loader alone (a CPU), the workers cannot show in it."""
+    pairs = [(r["train_samples_per_s"], r["loader_samples_per_s"]) for r in rows
+             if r["train_samples_per_s"] and r["loader_samples_per_s"]]
+    if not pairs or max(t / lo for t, lo in pairs) > 0.25:
+        return []
+    return [f"Training is model-bound here: training steps give at most {max(t for t, _ in pairs):.0f} samples/s "
+            f"while the loader alone gives at least {min(lo for _, lo in pairs):.0f}, so num_workers cannot "
+            "change the training figure and its differences between rows are noise. This sweep cannot show "
+            "the note's \"one worker is about 20% faster than none, more add nothing\": only a machine where "
+            "the model is fast (a GPU: `make bench-gpu`) can answer it."]
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -95,6 +113,11 @@ def _lines(rows: list[dict], key: str) -> dict:
     return lines
 
 
+def report_text(rows: list[dict]) -> str:
+    """The table, the one-worker speed-ups and what the sweep can and cannot say."""
+    return markdown(rows) + "\n\n" + "\n".join(speedups(rows) + model_bound(rows)) + "\n"
+
+
 def write_report(folder: str, out: str | None = None) -> str:
     """Write throughput.md/.csv/.png for the sweep in `folder`; returns the text it prints."""
     rows = load_rows(folder)
@@ -102,7 +125,7 @@ def write_report(folder: str, out: str | None = None) -> str:
         raise FileNotFoundError(f"{folder}: no result.json in any job folder; run `make sweep-loader` first")
     out = out or folder
     os.makedirs(out, exist_ok=True)
-    text = markdown(rows) + "\n\n" + "\n".join(speedups(rows)) + "\n"
+    text = report_text(rows)
     with open(os.path.join(out, "throughput.md"), "w") as f:
         f.write(f"Loader sweep on {rows[0]['device']}\n\n{text}")
     with open(os.path.join(out, "throughput.csv"), "w", newline="") as f:
@@ -111,11 +134,3 @@ def write_report(folder: str, out: str | None = None) -> str:
         writer.writerows(rows)
     plot(rows, os.path.join(out, "throughput.png"))
     return text
-
-
-class ReportCallback(Callback):
-    """Hydra callback: write the report into the sweep folder when a multirun ends."""
-
-    def on_multirun_end(self, config, **kwargs) -> None:
-        folder = config.hydra.sweep.dir
-        print(write_report(folder) + f"report: {folder}/throughput.md, .csv, .png")

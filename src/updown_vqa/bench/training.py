@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from updown_vqa.bench.loader import _device, _forever, _sync, _to, time_batches
+from updown_vqa.bench.loader import forever, pick_device, sync, time_batches, to_device
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.vqa.data import VQADataModule
 
@@ -24,7 +24,7 @@ class _StepTimer:
         if step > self.warmup:
             self.samples += len(batch["tokens"])
         if step in (self.warmup, self.last):
-            _sync(self.device)
+            sync(self.device)
             if step == self.warmup:
                 self.start = time.perf_counter()
             else:
@@ -46,10 +46,9 @@ def lightning_throughput(module, dm: VQADataModule, batches: int, warmup: int, p
     return {"samples_per_s": timer.samples / timer.seconds, "batches": batches, "seconds": timer.seconds}
 
 
-def plain_throughput(module, dm: VQADataModule, batches: int, warmup: int, precision: str = "32-true",
-                     device: torch.device | None = None) -> dict:
-    """The same steps as `lightning_throughput` in a plain PyTorch loop: autocast, clip, Adamax."""
-    device = device or _device("auto")
+def plain_step(module, dm: VQADataModule, precision: str, device: torch.device):
+    """One plain PyTorch training step of `module`'s model (autocast, clip 0.25, Adamax, a scheduler), as
+    a function of a batch already on `device`: what Lightning's step does, without Lightning."""
     model = module.model.to(device).train()
     if module.hparams.get("compile"):
         model.compile()
@@ -61,7 +60,6 @@ def plain_throughput(module, dm: VQADataModule, batches: int, warmup: int, preci
     scaler = torch.amp.GradScaler(device.type, enabled=half == torch.float16)
 
     def step(batch):
-        batch = dm.on_after_batch_transfer(_to(batch, device), 0)
         with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
             logits = model(batch["tokens"], batch["lengths"], batch["features"], batch["mask"])
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["targets"]) * logits.shape[1]
@@ -73,9 +71,26 @@ def plain_throughput(module, dm: VQADataModule, batches: int, warmup: int, preci
         scaler.update()
         scheduler.step()
         return batch
+    return step
 
-    item = 0  # MB/s is not a training figure
-    result = time_batches(_forever(dm.train_dataloader()), batches, warmup, item, step, device)
+
+def plain_throughput(module, dm: VQADataModule, batches: int, warmup: int, precision: str = "32-true",
+                     device: torch.device | None = None) -> dict:
+    """The same steps as `lightning_throughput` in a plain PyTorch loop over the same loader."""
+    device = device or pick_device("auto")
+    step = plain_step(module, dm, precision, device)
+    result = time_batches(forever(dm.train_dataloader()), batches, warmup, 0,
+                          lambda batch: step(dm.on_after_batch_transfer(to_device(batch, device), 0)), device)
+    return {k: result[k] for k in ("samples_per_s", "batches", "seconds")}
+
+
+def in_memory_throughput(module, dm: VQADataModule, batches: int, warmup: int, precision: str = "32-true",
+                         device: torch.device | None = None) -> dict:
+    """The model alone: the plain loop's steps on one batch already on `device` (no loader, no copy)."""
+    device = device or pick_device("auto")
+    step = plain_step(module, dm, precision, device)
+    batch = dm.on_after_batch_transfer(to_device(next(iter(dm.train_dataloader())), device), 0)
+    result = time_batches(forever([batch]), batches, warmup, 0, step, device)
     return {k: result[k] for k in ("samples_per_s", "batches", "seconds")}
 
 

@@ -15,11 +15,10 @@ import torch
 from torch.utils.data import Dataset
 
 from updown_vqa.core.cache import as_list, fingerprint, load_cache, read_json, save_cache
-from updown_vqa.core.datamodule import SplitDataModule
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.sampling import BatchSampler, shard
 from updown_vqa.core.text import Vocabulary, tokenize
-from updown_vqa.vqa.data import StoreSet
+from updown_vqa.features.loading import FeatureDataModule, StoreSet
 
 log = logging.getLogger(__name__)
 BOS, EOS = "<bos>", "<eos>"  # indices 2 and 3, after <pad> and <unk>: the captioner's defaults
@@ -101,15 +100,6 @@ def preprocess_captions(splits: dict[str, dict], cache_dir: str, max_caption_len
     return save_cache(stem, arrays, {"settings": settings, "vocab": vocab.words, "references": references})
 
 
-def _regions(stores: StoreSet, which: np.ndarray, rows: np.ndarray) -> dict[str, torch.Tensor]:
-    """Features [B, K, D], boxes [B, K, 4] and mask [B, K] (True = real region) of the given store rows."""
-    regions = stores.read(which, rows)
-    num_boxes = torch.from_numpy(regions["num_boxes"].astype(np.int64))
-    k = regions["features"].shape[1]
-    return {"features": torch.from_numpy(regions["features"]), "boxes": torch.from_numpy(regions["boxes"]),
-            "mask": torch.arange(k)[None, :] < num_boxes[:, None]}
-
-
 class LengthGroupedSampler(BatchSampler):
     """A BatchSampler whose batches hold captions of similar length, so less of each batch is padding.
 
@@ -143,7 +133,7 @@ class CaptionPairs(Dataset):
         self.lengths = (self.tokens != 0).sum(1)  # BOS ... EOS
         self.image_ids = image_ids
         self.stores = stores
-        self.which, self.rows = stores.locate(image_ids, source)
+        self.region_starts, self.region_counts = stores.regions(*stores.locate(image_ids, source))
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -153,7 +143,7 @@ class CaptionPairs(Dataset):
         longest = int(self.lengths[index].max())
         return {"index": torch.from_numpy(index), "image_ids": torch.from_numpy(self.image_ids[index]),
                 "tokens": self.tokens[index, :longest],  # [B, T]: BOS ... EOS, padding beyond the longest cut
-                **_regions(self.stores, self.which[index], self.rows[index])}
+                **self.stores.batch(self.region_starts[index], self.region_counts[index])}  # mask, features, boxes
 
 
 class CaptionImages(Dataset):
@@ -162,7 +152,7 @@ class CaptionImages(Dataset):
     def __init__(self, image_ids: np.ndarray, references: list[list[str]] | None, stores: StoreSet,
                  source: str):
         self.image_ids, self.references, self.stores = image_ids, references, stores
-        self.which, self.rows = stores.locate(image_ids, source)
+        self.region_starts, self.region_counts = stores.regions(*stores.locate(image_ids, source))
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -170,19 +160,20 @@ class CaptionImages(Dataset):
     def __getitem__(self, indices) -> dict:
         index = np.asarray(indices, dtype=np.int64)
         batch = {"index": torch.from_numpy(index), "image_ids": torch.from_numpy(self.image_ids[index]),
-                 **_regions(self.stores, self.which[index], self.rows[index])}
+                 **self.stores.batch(self.region_starts[index], self.region_counts[index])}  # mask, features, boxes
         if self.references is not None:
             batch["references"] = [self.references[i] for i in index]  # B lists of strings
         return batch
 
 
-class CaptionDataModule(SplitDataModule):
+class CaptionDataModule(FeatureDataModule):
     """Caption files and feature stores per split (`train`, `val`, `test`).
 
     Each split is {captions, features} (paths or lists of paths); `captions` is a COCO captions file
     (`captions_train2014.json`, or `image_info_test2014.json` for unannotated images) or Karpathy's
     `dataset_coco.json`, whose images are chosen by the split's `karpathy_splits`
     (default: train+restval, val, test). `builder`, when given, creates missing files in `prepare_data`.
+    `feature_cache` and `worker_buffer_mb` work as for VQA (see updown_vqa.features.loading).
     """
 
     def __init__(self, train: dict, val: dict, cache_dir: str, test: dict | None = None,
@@ -190,9 +181,10 @@ class CaptionDataModule(SplitDataModule):
                  min_word_count: int = 5, vocab_splits=("train",), batch_size: int = 100,
                  eval_batch_size: int | None = None, length_group: int = 50, num_workers: int = 0,
                  pin_memory: bool = False, persistent_workers: bool = True, prefetch_factor: int = 2,
-                 seed: int = 0):
+                 seed: int = 0, feature_cache: str = "none", worker_buffer_mb: int = 1024):
         super().__init__({"train": train, "val": val, "test": test}, builder, batch_size, eval_batch_size,
-                         num_workers, pin_memory, persistent_workers, prefetch_factor, seed)
+                         num_workers, pin_memory, persistent_workers, prefetch_factor, seed, feature_cache,
+                         worker_buffer_mb)
         self.cache_dir = cache_dir
         self.preprocess_args = {"max_caption_length": max_caption_length, "min_word_count": min_word_count,
                                 "vocab_splits": list(vocab_splits)}
@@ -205,8 +197,9 @@ class CaptionDataModule(SplitDataModule):
         if self.datasets:
             return
         self.meta, arrays = load_cache(self._preprocess())
+        self.open_table()
         for split, files in self.splits.items():
-            stores = StoreSet(as_list(files.get("features")))
+            stores = self.stores(split)
             source = ", ".join(as_list(files.get("captions"))) or split
             if split == "train":
                 self.datasets[split] = CaptionPairs(arrays["train/tokens"], arrays["train/caption_image_ids"],
@@ -217,20 +210,11 @@ class CaptionDataModule(SplitDataModule):
             else:  # no caption file: every image of the feature store, without references
                 ids = np.concatenate([s.image_ids for s in stores.stores])
                 self.datasets[split] = CaptionImages(ids, None, stores, source)
-        if len({d.stores.feature_dim for d in self.datasets.values()}) > 1:
-            raise UpdownError("caption splits have feature stores of different sizes; use one extractor")
+        self.check_feature_sizes()
 
     @property
     def vocab(self) -> list[str]:
         return self.meta["vocab"]
-
-    @property
-    def feature_dim(self) -> int:
-        return next(iter(self.datasets.values())).stores.feature_dim
-
-    @property
-    def feature_attrs(self) -> dict:
-        return next(iter(self.datasets.values())).stores.attrs
 
     def model_kwargs(self) -> dict:
         """What the model needs from the data besides the feature size (see train.build_model)."""

@@ -14,7 +14,7 @@ from updown_vqa.core.cache import as_list
 from updown_vqa.core.checkpointing import load_module
 from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.vqa.data import StoreSet
+from updown_vqa.features.loading import StoreSet
 from updown_vqa.vqa.pictures import find_image
 
 
@@ -26,7 +26,7 @@ def load_captioner(path: str, device: str | None = None) -> UpDownCaptioning:
 def predict(cfg: DictConfig) -> dict:
     """Caption every image of `cfg.split`; returns the metrics ({} without references)."""
     model = load_captioner(cfg.ckpt)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, feature_cache="none")  # each image is read once: nothing to cache
     datamodule.prepare_data()
     datamodule.setup("predict")
     if datamodule.feature_dim != model.hparams.feature_dim:
@@ -48,9 +48,7 @@ def predict(cfg: DictConfig) -> dict:
 
 def caption_picture(model, files: dict, image_id: int, image_dir: str) -> dict:
     """Everything `show_caption_attention` draws: the greedy caption's words and attention [L, K]."""
-    stores = StoreSet(as_list(files.get("features")))
-    which, rows = stores.locate(np.asarray([image_id], np.int64), f"image_id={image_id}")
-    read = stores.read(which, rows)  # features [1, K, D], boxes [1, K, 4], num_boxes [1]
+    read = StoreSet(as_list(files.get("features"))).read([image_id], f"image_id={image_id}")  # [1, K, D], [1, K, 4]
     count = int(read["num_boxes"][0])
     batch = {"features": torch.from_numpy(np.asarray(read["features"])),
              "mask": torch.arange(read["features"].shape[1])[None] < count}

@@ -52,19 +52,19 @@ class SplitDataModule(pl.LightningDataModule):
         return BatchSampler(len(self.datasets[split]), batch_size, shuffle=shuffle, seed=self.seed,
                             **shard(self.trainer, split))
 
-    def loader(self, split: str, shuffle: bool, batch_size: int, num_workers: int | None = None,
-               loader_class=DataLoader, **kwargs) -> DataLoader:
+    def loader(self, split: str, shuffle: bool, batch_size: int) -> DataLoader:
         """Batches of `split`; a resumed run's training sampler starts at the batch that comes next."""
         if split not in self.datasets:
             raise UpdownError(f"no '{split}' split configured: set data.{split}.* to its files")
         sampler = use_sampler(self, split, self.make_sampler(split, shuffle, batch_size))
-        num_workers = self.num_workers if num_workers is None else num_workers
-        workers = num_workers > 0
+        return self.make_loader(self.datasets[split], sampler, batch_size)
+
+    def make_loader(self, dataset, sampler: BatchSampler, batch_size: int) -> DataLoader:
+        workers = self.num_workers > 0
         # Its own generator: a new iterator then draws nothing from the global RNG, which resuming restores.
-        return loader_class(self.datasets[split], sampler=sampler, batch_size=None, num_workers=num_workers,
-                            pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and workers,
-                            prefetch_factor=self.prefetch_factor if workers else None,
-                            generator=torch.Generator(), **kwargs)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.persistent_workers and workers,
+                          prefetch_factor=self.prefetch_factor if workers else None, generator=torch.Generator())
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", True, self.batch_size)

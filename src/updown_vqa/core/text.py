@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
@@ -17,9 +18,18 @@ PAD, UNK = "<pad>", "<unk>"
 
 @lru_cache(maxsize=1)
 def _tokenizer():
-    import spacy  # imported lazily: spaCy takes a second to import
-
+    """spaCy's blank English tokenizer; None where spaCy is not installed (a benchmark-only machine)."""
+    try:
+        import spacy  # imported lazily: spaCy takes a second to import, and benchmarks need none of it
+    except ImportError:
+        log.warning("spaCy is not installed: questions are split at spaces and punctuation, which gives "
+                    "spaCy's tokens only for plain words (the benchmarks' random questions); pip install spacy")
+        return None
     return spacy.blank("en").tokenizer
+
+
+def _plain_tokens(run: str) -> list[str]:
+    return re.findall(r"[^\W_]+", run)
 
 
 def tokenize(texts: Iterable[str]) -> list[list[str]]:
@@ -31,7 +41,9 @@ def tokenize(texts: Iterable[str]) -> list[list[str]]:
     tokenizer, runs = _tokenizer(), {}
 
     def run_tokens(run: str) -> list[str]:
-        if run not in runs:
+        if run not in runs and tokenizer is None:
+            runs[run] = _plain_tokens(run)
+        elif run not in runs:
             runs[run] = [t.lower_ for t in tokenizer(run) if not (t.is_punct or t.is_space)]
         return runs[run]
 

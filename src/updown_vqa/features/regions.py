@@ -71,12 +71,12 @@ class RegionTable:
         self.dtype = np.result_type(*[s.dtype for s in stores])
         self.features = self.boxes = None  # [R + 1, D], [R + 1, 4] once loaded; row R is all zeros
         self.pin = False  # batches read in the main process go straight to pinned memory
-        self._pid, self._fds = None, None
+        self._pid, self._fds, self._files = None, None, None
         if cache == "ram":
             self.load()
 
     def __getstate__(self):
-        return self.__dict__ | {"_pid": None, "_fds": None}  # file descriptors stay in their process
+        return self.__dict__ | {"_pid": None, "_fds": None, "_files": None}  # handles stay in their process
 
     def position(self, path: str) -> int:
         return [s.path for s in self.stores].index(str(path))
@@ -92,14 +92,13 @@ class RegionTable:
 
     def read(self, starts: np.ndarray, counts: np.ndarray, max_boxes: int) -> dict[str, torch.Tensor]:
         """Features [B, K, D] (store dtype) and boxes [B, K, 4], zero beyond each image's count; in a
-        worker of the project's loaders also the `feature_slot` (see batch_slots) the features are in."""
+        worker of the project's loaders the features are read straight into its batch slot (batch_slots)."""
         if self.features is not None and self.features.device.type != "cpu":
             return self.gather(torch.from_numpy(starts), torch.from_numpy(counts), max_boxes)
         shape, dtype = (len(starts), max_boxes), _torch_dtype(self.dtype)
-        slotted = worker_tensor((*shape, self.feature_dim), dtype)
-        out = {"features": slotted[0], "feature_slot": torch.tensor(slotted[1])} if slotted else {
-            "features": self._batch_tensor((*shape, self.feature_dim), dtype)}
-        out["boxes"] = self._batch_tensor((*shape, 4), torch.float32)
+        features = worker_tensor((*shape, self.feature_dim), dtype)
+        out = {"features": features if features is not None else self._batch_tensor((*shape, self.feature_dim), dtype),
+               "boxes": self._batch_tensor((*shape, 4), torch.float32)}
         self._fill(starts, counts, out["features"].numpy(), out["boxes"].numpy())
         return out
 
@@ -120,14 +119,14 @@ class RegionTable:
         return {"features": features, "boxes": boxes}
 
     def _batch_tensor(self, shape: tuple[int, ...], dtype: torch.dtype, device=None) -> torch.Tensor:
-        """An empty batch tensor; fresh pages cost more than the copy into them, so: in a worker, made in
-        shared memory, which then reaches the main process without a second copy; in the main process,
+        """An empty batch tensor; fresh pages cost more than the copy into them, so in the main process:
         pinned when the loader pins (cached pinned blocks, no pinning copy), else a numpy array, which
-        asks for transparent huge pages (about 3x faster to fault in than torch's 4 KiB pages)."""
+        asks for transparent huge pages (about 3x faster to fault in than torch's 4 KiB pages). A
+        worker's small tensors are copied into its batch slot (batch_slots), so they stay plain."""
         if device is not None and device.type != "cpu":
             return torch.empty(shape, dtype=dtype, device=device)
         if get_worker_info() is not None:
-            return _empty(shape, dtype, shared=True)
+            return torch.empty(shape, dtype=dtype)
         if self.pin:
             return torch.empty(shape, dtype=dtype, pin_memory=True)
         return torch.from_numpy(np.empty(shape, torch.empty(0, dtype=dtype).numpy().dtype))
@@ -196,10 +195,9 @@ class RegionTable:
     def _read_run(self, p: int, fd: int | None, start: int, features: np.ndarray, boxes: np.ndarray) -> None:
         layout = self.layouts[p]
         if fd is None or self.stores[p].dtype != features.dtype:  # chunked store: go through h5py
-            store = self.stores[p]
-            store._open()
-            features[:] = _rows(store._file["features"], start, start + len(features), layout.width, features.shape[1])
-            boxes[:] = _rows(store._file["boxes"], start, start + len(boxes), layout.width, 4)
+            f = self._h5(p)
+            features[:] = _rows(f["features"], start, start + len(features), layout.width, features.shape[1])
+            boxes[:] = _rows(f["boxes"], start, start + len(boxes), layout.width, 4)
             return
         _pread_into(fd, features, layout.feature_offset + start * features[0].nbytes)
         _pread_into(fd, boxes, layout.box_offset + start * boxes[0].nbytes)
@@ -210,8 +208,15 @@ class RegionTable:
             self._fds = [os.open(s.path, os.O_RDONLY) if lay.feature_offset is not None
                          and lay.box_offset is not None else None
                          for s, lay in zip(self.stores, self.layouts)]
-            self._pid = os.getpid()
+            self._pid, self._files = os.getpid(), {}
         return self._fds
+
+    def _h5(self, p: int) -> h5py.File:
+        """Store `p` opened with h5py in the reading process (h5py handles do not survive a fork)."""
+        self._open()
+        if p not in self._files:
+            self._files[p] = h5py.File(self.stores[p].path, "r")
+        return self._files[p]
 
 
 def _pread_into(fd: int, out: np.ndarray, offset: int) -> None:

@@ -72,19 +72,11 @@ def write_store(
         f.attrs["layout"] = layout
 
 
-def _memmap(path: str, dataset: h5py.Dataset) -> np.ndarray | h5py.Dataset:
-    """Map a contiguous, uncompressed dataset straight from the file; else the h5py dataset."""
-    offset = dataset.id.get_offset()
-    if dataset.chunks is not None or dataset.compression is not None or offset is None:
-        return dataset
-    return np.memmap(path, dtype=dataset.dtype, mode="r", offset=offset, shape=dataset.shape)
-
-
 class FeatureStore:
-    """Reads batches of region features from a store; opens the file lazily in each process.
+    """A store's index: image ids, region counts, layout and attributes (the small arrays only).
 
-    h5py handles do not survive a fork, so the handle (and the memory maps) are made on first use in
-    whichever process reads, never in `__init__`, which only reads the small index arrays.
+    Region features are read through `updown_vqa.features.loading.StoreSet` (one read path for every
+    task); this class keeps no file handle, so it pickles into DataLoader workers as it is.
     """
 
     def __init__(self, path: str):
@@ -117,67 +109,30 @@ class FeatureStore:
                 f"{self.path}: cannot read the features file ({e}); re-create it"
             ) from e
         self.max_boxes = int(self.num_boxes.max()) if len(self.num_boxes) else 0
-        self._row = {int(i): r for r, i in enumerate(self.image_ids)}
-        self._pid = None
+        self._order = np.argsort(self.image_ids, kind="stable")  # rows by image id, for `find`
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.update(_pid=None, _file=None, _features=None, _boxes=None)
-        return state
+    def find(self, image_ids) -> np.ndarray:
+        """Store row of each image id, -1 where the store does not have it."""
+        image_ids = np.asarray(image_ids, np.int64).reshape(-1)
+        if not len(self.image_ids):
+            return np.full(len(image_ids), -1, np.int64)
+        sorted_ids = self.image_ids[self._order]
+        at = np.minimum(np.searchsorted(sorted_ids, image_ids), len(sorted_ids) - 1)
+        return np.where(sorted_ids[at] == image_ids, self._order[at], -1).astype(np.int64)
 
-    def rows(self, image_ids: Iterable[int], source: str = "") -> np.ndarray:
+    def rows(self, image_ids, source: str = "") -> np.ndarray:
         """Store rows of the given image ids; an unknown id is an error naming it and the store."""
-        try:
-            return np.array([self._row[int(i)] for i in image_ids], dtype=np.int64)
-        except KeyError as e:
+        image_ids = np.asarray(image_ids if isinstance(image_ids, np.ndarray) else list(image_ids), np.int64)
+        rows = self.find(image_ids)
+        if (rows < 0).any():
             raise UpdownError(
-                f"{source or 'questions'}: image id {e.args[0]} is not in the features file "
+                f"{source or 'questions'}: image id {int(image_ids[rows < 0][0])} is not in the features file "
                 f"{self.path}; extract features for it or drop its questions"
-            ) from None
-
-    def _open(self) -> None:
-        if self._pid == os.getpid():
-            return
-        self._file = h5py.File(self.path, "r")
-        self._features = _memmap(self.path, self._file["features"])
-        self._boxes = _memmap(self.path, self._file["boxes"])
-        self._pid = os.getpid()
-
-    def read(self, rows: np.ndarray, max_boxes: int | None = None) -> dict[str, np.ndarray]:
-        """Gather the given rows in one sorted, deduplicated read, padded to `max_boxes` regions.
-
-        Returns features [B, K, D] (store dtype), boxes [B, K, 4] and num_boxes [B].
-        """
-        self._open()
-        k = max_boxes or self.max_boxes
-        unique, inverse = np.unique(rows, return_inverse=True)
-        if self.layout == "padded":
-            feats = _gather(self._features, unique)[inverse, :k]
-            boxes = _gather(self._boxes, unique)[inverse, :k]
-        else:
-            feats = np.zeros((len(unique), k, self.feature_dim), self.dtype)
-            boxes = np.zeros((len(unique), k, 4), np.float32)
-            for j, r in enumerate(unique):
-                start, end = self.offsets[r], min(self.offsets[r + 1], self.offsets[r] + k)
-                feats[j, : end - start] = self._features[start:end]
-                boxes[j, : end - start] = self._boxes[start:end]
-            feats, boxes = feats[inverse], boxes[inverse]
-        num_boxes = np.minimum(self.num_boxes[rows], k)
-        if feats.shape[1] < k:  # a padded store narrower than the requested width
-            pad = k - feats.shape[1]
-            feats = np.pad(feats, ((0, 0), (0, pad), (0, 0)))
-            boxes = np.pad(boxes, ((0, 0), (0, pad), (0, 0)))
-        return {"features": feats, "boxes": boxes, "num_boxes": num_boxes}
-
-
-def _gather(data, unique_rows: np.ndarray) -> np.ndarray:
-    """Rows of a memory map (plain fancy indexing) or an h5py dataset (sorted point selection)."""
-    if isinstance(data, np.ndarray):
-        return np.asarray(data[unique_rows])
-    return data[unique_rows.tolist()] if len(unique_rows) else data[:0]
+            )
+        return rows
 
 
 def _plain(value):

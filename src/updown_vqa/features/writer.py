@@ -4,7 +4,7 @@ Appends land in `{path}.work.h5`, whose chunked flat datasets grow as images arr
 only touched inside `flush()`, and the committed counts (attrs `num_images`, `num_rows`,
 `num_skipped`) are written last, so a run killed at any other moment leaves a work file that the next
 run reopens and trims to what was committed. `finalize` copies it into a contiguous store (which
-`FeatureStore` memory-maps), sorted by image id, and renames that onto `path` atomically.
+the loader reads with one pread per image, see features/regions.py), sorted by image id, and renames that onto `path` atomically.
 """
 
 from __future__ import annotations

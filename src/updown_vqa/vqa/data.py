@@ -1,4 +1,4 @@
-"""Batches of questions and region features: Dataset, batch sampler and LightningDataModule."""
+"""Batches of questions and region features: the VQA Dataset and LightningDataModule."""
 
 from __future__ import annotations
 
@@ -6,56 +6,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from updown_vqa.core.batch_slots import SlotDataLoader, SlotPool
 from updown_vqa.core.cache import as_list, load_cache
-from updown_vqa.core.datamodule import SplitDataModule
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.features.regions import RegionTable
-from updown_vqa.features.store import FeatureStore
+from updown_vqa.features.loading import FeatureDataModule, StoreSet
 from updown_vqa.vqa.preprocess import preprocess
-
-
-class StoreSet:
-    """One or several feature stores looked up by image id (train+val training uses two).
-
-    Their regions are read through `table`, which a data module shares between its splits.
-    """
-
-    def __init__(self, paths: list[str], table: RegionTable | None = None):
-        if not paths:
-            raise UpdownError("no features file configured for this split (set data.<split>.features)")
-        paths = [str(p) for p in paths]
-        self.table = table or RegionTable([FeatureStore(p) for p in dict.fromkeys(paths)])
-        self.positions = np.array([self.table.position(p) for p in paths], np.int64)
-        self.stores = [self.table.stores[k] for k in self.positions]
-        self.feature_dim = self.table.feature_dim
-        self.max_boxes = max(s.max_boxes for s in self.stores)
-        self.attrs = self.stores[0].attrs
-
-    def locate(self, image_ids: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
-        """(store index, row) of each image id."""
-        which = np.full(len(image_ids), -1, np.int64)
-        rows = np.zeros(len(image_ids), np.int64)
-        for k, store in enumerate(self.stores):
-            todo = which < 0
-            found = np.array([int(i) in store._row for i in image_ids[todo]], bool)
-            idx = np.flatnonzero(todo)[found]
-            which[idx], rows[idx] = k, store.rows(image_ids[idx])
-        if (which < 0).any():
-            self.stores[0].rows(image_ids[which < 0][:1], source)  # raises, naming the id and file
-        return which, rows
-
-    def regions(self, which: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Table start and region count (at most `max_boxes`) of each (store index, row)."""
-        return self.table.regions(self.positions[which], rows, self.max_boxes)
-
-    def read(self, which: np.ndarray, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Features [B, K, D], boxes [B, K, 4] and num_boxes [B] of the given rows, in one sorted read."""
-        starts, counts = self.regions(which, rows)
-        regions = self.table.read(starts, counts, self.max_boxes)
-        return {"features": regions["features"].numpy(), "boxes": regions["boxes"].numpy(), "num_boxes": counts}
 
 
 class VQADataset(Dataset):
@@ -65,7 +21,7 @@ class VQADataset(Dataset):
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], split: str, stores: StoreSet, num_answers: int,
-                 source: str = ""):
+                 source: str = "", with_accuracy: bool = True):
         self.tokens = torch.from_numpy(arrays[f"{split}/tokens"])
         self.lengths = torch.from_numpy(arrays[f"{split}/lengths"])
         self.question_ids = arrays[f"{split}/question_ids"]
@@ -75,6 +31,7 @@ class VQADataset(Dataset):
         self.which, self.rows = stores.locate(self.image_ids, source or split)
         self.region_starts, self.region_counts = stores.regions(self.which, self.rows)
         self.annotated = f"{split}/target_rows" in arrays
+        self.with_accuracy = with_accuracy  # the metric's inputs; training batches need only `targets`
         if self.annotated:
             self.targets = _csr(arrays, split, "target", len(self.tokens))
             self.accuracy = _csr(arrays, split, "acc", len(self.tokens))
@@ -86,19 +43,16 @@ class VQADataset(Dataset):
     def __getitem__(self, indices) -> dict[str, torch.Tensor]:
         index = np.asarray(indices, dtype=np.int64)
         starts, counts = self.region_starts[index], self.region_counts[index]
-        k, lengths = self.stores.max_boxes, self.lengths[index]
+        lengths = self.lengths[index]
         batch = {
             "index": torch.from_numpy(index),
             "tokens": self.tokens[index, : int(lengths.max())],  # [B, T]: padding beyond the longest cut
             "lengths": lengths,  # [B]
-            "mask": torch.arange(k)[None, :] < torch.from_numpy(counts)[:, None],  # [B, K]
+            **self.stores.batch(starts, counts),  # mask [B, K], features [B, K, D], boxes [B, K, 4]
         }
-        if self.stores.table.cache == "device":  # gathered on the accelerator, after the transfer
-            batch["region_starts"], batch["region_counts"] = torch.from_numpy(starts), torch.from_numpy(counts)
-        else:  # features [B, K, D] in the store's dtype, boxes [B, K, 4]
-            batch.update(self.stores.table.read(starts, counts, k))
         if self.annotated:
             batch["targets"] = _dense(self.targets, index, self.num_answers)  # [B, A]
+        if self.annotated and self.with_accuracy:
             batch["accuracy"] = _dense(self.accuracy, index, self.num_answers)  # [B, A]
             batch["answer_type"] = self.answer_type[index]
         return batch
@@ -114,14 +68,18 @@ def _csr(arrays, split: str, name: str, num_rows: int):
 
 
 def _dense(csr, index: np.ndarray, num_answers: int) -> torch.Tensor:
+    """Rows `index` of a CSR matrix as a dense [B, A] tensor."""
     indptr, cols, vals = csr
-    out = np.zeros((len(index), num_answers), np.float32)
-    for b, i in enumerate(index):
-        out[b, cols[indptr[i] : indptr[i + 1]]] = vals[indptr[i] : indptr[i + 1]]
-    return torch.from_numpy(out)
+    counts = indptr[index + 1] - indptr[index]
+    ends = np.cumsum(counts)
+    entries = np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts - indptr[index], counts)
+    out = torch.zeros(len(index), num_answers)
+    out[torch.from_numpy(np.repeat(np.arange(len(index)), counts)), torch.from_numpy(cols[entries])] = \
+        torch.from_numpy(vals[entries].astype(np.float32))
+    return out
 
 
-class VQADataModule(SplitDataModule):
+class VQADataModule(FeatureDataModule):
     """VQA v2-format questions/annotations and feature stores per split (`train`, `val`, `test`).
 
     Each split is {questions, annotations, features}, each a path or a list of paths. `builder`, when
@@ -135,16 +93,13 @@ class VQADataModule(SplitDataModule):
                  min_answer_count: int = 9, answer_splits=("train",), vocab_splits=("train",),
                  batch_size: int = 512, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = True, prefetch_factor: int = 2, seed: int = 0,
-                 feature_cache: str = "none", worker_buffer_mb: int = 256):
+                 feature_cache: str = "none", worker_buffer_mb: int = 1024):
         super().__init__({"train": train, "val": val, "test": test}, builder, batch_size, None, num_workers,
-                         pin_memory, persistent_workers, prefetch_factor, seed)
+                         pin_memory, persistent_workers, prefetch_factor, seed, feature_cache, worker_buffer_mb)
         self.cache_dir = cache_dir
         self.preprocess_args = {"max_question_length": max_question_length,
                                 "min_answer_count": min_answer_count,
                                 "answer_splits": list(answer_splits), "vocab_splits": list(vocab_splits)}
-        self.feature_cache = feature_cache  # none | ram | device: see updown_vqa.features.regions
-        self.worker_buffer_mb = worker_buffer_mb  # recycled batch buffers per worker: see batch_slots
-        self.table: RegionTable | None = None
 
     def _preprocess(self) -> str:
         return preprocess(self.splits, self.cache_dir, **self.preprocess_args)
@@ -153,27 +108,12 @@ class VQADataModule(SplitDataModule):
         if self.datasets:
             return
         self.meta, arrays = load_cache(self._preprocess())
-        paths = dict.fromkeys(p for files in self.splits.values() for p in as_list(files.get("features")))
-        if paths:  # one table for all splits: a store used by two splits is cached once
-            self.table = RegionTable([FeatureStore(p) for p in paths], self.feature_cache)
-            self.table.pin = self.pin_memory and torch.cuda.is_available()
+        self.open_table()
         for split, files in self.splits.items():
-            stores = StoreSet(as_list(files.get("features")), self.table)
-            self.datasets[split] = VQADataset(arrays, split, stores, len(self.answers),
+            self.datasets[split] = VQADataset(arrays, split, self.stores(split), len(self.answers),
+                                              with_accuracy=split != "train",
                                               source=", ".join(as_list(files.get("questions"))))
-        dims = {d.stores.feature_dim for d in self.datasets.values()}
-        if len(dims) > 1:
-            raise UpdownError(f"splits have different feature sizes {sorted(dims)}; use one extractor")
-        if self.feature_cache == "device":
-            self.table.to(self.trainer.strategy.root_device if self.trainer else "cpu")
-
-    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """In `device` mode, gather the batch's region features from the table where the batch is."""
-        if "region_starts" in batch:
-            table = self.table.to(batch["tokens"].device)
-            batch.update(table.gather(  # features [B, K, D], boxes [B, K, 4]
-                batch.pop("region_starts"), batch.pop("region_counts"), batch["mask"].shape[1]))
-        return batch
+        self.check_feature_sizes()
 
     @property
     def vocab(self) -> list[str]:
@@ -183,29 +123,6 @@ class VQADataModule(SplitDataModule):
     def answers(self) -> list[str]:
         return self.meta["answers"]
 
-    @property
-    def feature_dim(self) -> int:
-        return self.datasets["train" if "train" in self.datasets else "val"].stores.feature_dim
-
-    @property
-    def feature_attrs(self) -> dict:
-        return self.datasets["train" if "train" in self.datasets else "val"].stores.attrs
-
     def model_kwargs(self) -> dict:
         return {"vocab": self.vocab, "answers": self.answers,
                 "max_question_length": self.preprocess_args["max_question_length"]}
-
-    def loader(self, split: str, shuffle: bool, batch_size: int, **kwargs) -> DataLoader:
-        """In `device` mode batches are index lists gathered on the device: no workers needed; with
-        workers, features travel in recycled shared-memory slots."""
-        num_workers = 0 if self.feature_cache == "device" else self.num_workers
-        if num_workers > 0:
-            kwargs |= {"loader_class": SlotDataLoader, "pool": self._slot_pool(split, num_workers)}
-        return super().loader(split, shuffle, batch_size, num_workers=num_workers, **kwargs)
-
-    def _slot_pool(self, split: str, num_workers: int) -> SlotPool:
-        """Recycled buffers for the features of `num_workers` workers' batches (see batch_slots)."""
-        table, boxes = self.table, self.datasets[split].stores.max_boxes
-        slot_bytes = self.batch_size * boxes * table.feature_dim * table.dtype.itemsize
-        return SlotPool(num_workers, slot_bytes, max_slots=self.prefetch_factor + 3,  # queued, held, freed late
-                        budget=self.worker_buffer_mb << 20)
