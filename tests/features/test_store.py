@@ -92,11 +92,11 @@ def test_a_store_with_an_unknown_extra_dataset_still_opens_and_reads(tmp_path):
     ids, sizes, boxes, feats = regions()
     path = str(tmp_path / "f.h5")
     write_store(path, ids, sizes, boxes, feats)
-    plain = FeatureStore(path).read(np.arange(len(ids)))
+    plain = read_rows(FeatureStore(path), np.arange(len(ids)))
     with h5py.File(path, "a") as f:
         f["object_labels_from_the_future"] = np.arange(sum(len(b) for b in boxes))
     store = FeatureStore(path)
-    extended = store.read(np.arange(len(ids)))
+    extended = read_rows(store, np.arange(len(ids)))
     assert store.attrs.get("format_version") == 1
     for key in ("features", "boxes", "num_boxes"):
         np.testing.assert_array_equal(extended[key], plain[key])

@@ -9,7 +9,6 @@ import torch
 from torch.utils.data import Dataset
 
 from updown_vqa.core.cache import as_list, load_cache
-from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.loading import FeatureDataModule, StoreSet
 from updown_vqa.vqa.preprocess import preprocess
 
