@@ -4,6 +4,8 @@ Datasets (see the README for the full table):
   image_ids int64 [N], image_w / image_h / num_boxes int32 [N],
   boxes float32 (pixels, x1 y1 x2 y2) and features float32|float16, either
   padded [N, K, 4] / [N, K, D] or flat [R, 4] / [R, D] with offsets int64 [N+1].
+Optional: skipped int64 [S]; image_keys UTF-8 strings [N] where image ids are not integers (GQA's):
+a store with image_keys is looked up by key (image_ids then only number the rows).
 File attributes record how the features were made, plus `format_version`.
 """
 
@@ -107,12 +109,14 @@ class FeatureStore:
                 self.dtype = f["features"].dtype
                 self.attrs = {k: _plain(v) for k, v in f.attrs.items()}
                 self.skipped = f["skipped"][:] if "skipped" in f else np.zeros(0, np.int64)
+                self.image_keys = f["image_keys"].asstr()[:] if "image_keys" in f else None
         except OSError as e:
             raise UpdownError(
                 f"{self.path}: cannot read the features file ({e}); re-create it"
             ) from e
         self.max_boxes = int(self.num_boxes.max()) if len(self.num_boxes) else 0
-        self._row = {int(i): r for r, i in enumerate(self.image_ids)}
+        keys = self.image_keys if self.image_keys is not None else self.image_ids
+        self._row = {self._key(i): r for r, i in enumerate(keys)}
         self._pid = None
 
     def __len__(self) -> int:
@@ -123,13 +127,27 @@ class FeatureStore:
         state.update(_pid=None, _file=None, _features=None, _boxes=None)
         return state
 
-    def rows(self, image_ids: Iterable[int], source: str = "") -> np.ndarray:
-        """Store rows of the given image ids; an unknown id is an error naming it and the store."""
+    def _key(self, image_id) -> int | str | None:
+        """The lookup key of an image id: a string in a keyed store, else an integer (None: none)."""
+        if self.image_keys is not None:
+            return str(image_id)
         try:
-            return np.array([self._row[int(i)] for i in image_ids], dtype=np.int64)
-        except KeyError as e:
+            return int(image_id)
+        except ValueError:  # a string id such as GQA's "n161313" in an integer-id store
+            return None
+
+    def has(self, image_id) -> bool:
+        return self._key(image_id) in self._row
+
+    def rows(self, image_ids: Iterable, source: str = "") -> np.ndarray:
+        """Store rows of the given image ids (ints, or strings for a store with `image_keys`); an
+        unknown id is an error naming it and the store."""
+        try:
+            return np.array([self._row[self._key(i)] for i in image_ids], dtype=np.int64)
+        except KeyError:
+            missing = next(i for i in image_ids if not self.has(i))
             raise UpdownError(
-                f"{source or 'questions'}: image id {e.args[0]} is not in the features file "
+                f"{source or 'questions'}: image id {missing} is not in the features file "
                 f"{self.path}; extract features for it or drop its questions"
             ) from None
 

@@ -16,7 +16,7 @@ from updown_vqa.core.cache import as_list, load_cache
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.regions import RegionTable
 from updown_vqa.features.store import FeatureStore
-from updown_vqa.vqa.preprocess import preprocess
+from updown_vqa.vqa.preprocess import ANSWER_TYPES, preprocess
 
 
 class StoreSet:
@@ -42,7 +42,7 @@ class StoreSet:
         rows = np.zeros(len(image_ids), np.int64)
         for k, store in enumerate(self.stores):
             todo = which < 0
-            found = np.array([int(i) in store._row for i in image_ids[todo]], bool)
+            found = np.array([store.has(i) for i in image_ids[todo]], bool)
             idx = np.flatnonzero(todo)[found]
             which[idx], rows[idx] = k, store.rows(image_ids[idx])
         if (which < 0).any():
@@ -198,6 +198,7 @@ class VQADataModule(pl.LightningDataModule):
     given, is called by `prepare_data` to create missing files (the built-in `shapes` dataset).
     `feature_cache` (none | ram | device) says where region features are read from during training;
     `worker_buffer_mb` bounds each worker's recycled batch buffers (more: faster workers, more memory).
+    `dataset` names the files' layout: vqa2, vqacp2, gqa or clevr (updown_vqa.vqa.readers).
     """
 
     def __init__(self, train: dict, val: dict, cache_dir: str, test: dict | None = None,
@@ -205,13 +206,14 @@ class VQADataModule(pl.LightningDataModule):
                  min_answer_count: int = 9, answer_splits=("train",), vocab_splits=("train",),
                  batch_size: int = 512, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = True, prefetch_factor: int = 2, seed: int = 0,
-                 feature_cache: str = "none", worker_buffer_mb: int = 256):
+                 feature_cache: str = "none", worker_buffer_mb: int = 256, dataset: str = "vqa2"):
         super().__init__()
         self.splits = {k: dict(v) for k, v in {"train": train, "val": val, "test": test}.items() if v}
         self.cache_dir, self.builder = cache_dir, builder
         self.preprocess_args = {"max_question_length": max_question_length,
                                 "min_answer_count": min_answer_count,
-                                "answer_splits": list(answer_splits), "vocab_splits": list(vocab_splits)}
+                                "answer_splits": list(answer_splits), "vocab_splits": list(vocab_splits),
+                                "dataset": dataset}
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
         self.persistent_workers, self.prefetch_factor, self.seed = persistent_workers, prefetch_factor, seed
         self.feature_cache = feature_cache  # none | ram | device: see updown_vqa.features.regions
@@ -262,6 +264,16 @@ class VQADataModule(pl.LightningDataModule):
     @property
     def answers(self) -> list[str]:
         return self.meta["answers"]
+
+    @property
+    def answer_types(self) -> list[str]:
+        """The groups `val/acc_<type>` reports (VQA's answer types, GQA's binary/open, CLEVR's types)."""
+        return self.meta.get("answer_types", list(ANSWER_TYPES))
+
+    def model_kwargs(self) -> dict:
+        """What the data decides of the model: vocabulary, answers, question length, answer types."""
+        return {"vocab": self.vocab, "answers": self.answers, "answer_types": self.answer_types,
+                "max_question_length": self.preprocess_args["max_question_length"]}
 
     @property
     def feature_dim(self) -> int:
