@@ -94,3 +94,15 @@ def test_predict_writes_the_submission_format_that_evaluate_accepts(dataset, tmp
     report = json.loads(capsys.readouterr().out)
     overall = report["overall"] if dataset == "vqacp2" else report["accuracy"]
     assert overall == pytest.approx(printed.get("overall", printed.get("accuracy")), abs=0.01)
+
+
+@pytest.mark.slow
+def test_vqacp_files_given_to_data_vqa2_stop_with_one_error_line(tmp_path):
+    from conftest import run_module
+
+    data, _ = files_of("vqacp2", tmp_path)
+    tiny = [o for o in TINY if not o.startswith("model.glove")]  # data=vqa2 alone has no model.glove key
+    done = run_module("updown_vqa.train", "data=vqa2", *data, f"paths.log_dir={tmp_path}", *tiny)
+    errors = [line for line in done.stderr.splitlines() if "error: " in line]
+    assert done.returncode == 1 and len(errors) == 1 and "Traceback" not in done.stderr
+    assert "vqacp_v2_train_questions.json: a VQA-CP v2 file" in errors[0] and "use data=vqacp2" in errors[0]
