@@ -1,18 +1,35 @@
-"""Official VQA v2 evaluation of a results file: overall, per answer type, per question type, per question.
+"""Official evaluation of a results file: VQA v2 / VQA-CP v2 (default), GQA, CLEVR or captions.
 
-    python -m updown_vqa.evaluate --questions Q.json --annotations A.json --results R.json \
+    python -m updown_vqa.evaluate [--task vqa] --questions Q.json --annotations A.json --results R.json \
         [--protocol current|legacy] [--out report.json]
+    python -m updown_vqa.evaluate --task gqa --questions val_balanced_questions.json --results R.json \
+        [--choices val_choices.json] [--out report.json]   (val_all_questions.json: consistency too)
+    python -m updown_vqa.evaluate --task clevr --questions CLEVR_val_questions.json --results R.json
+    python -m updown_vqa.evaluate --task caption --annotations captions_val2014.json --results R.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import atomic_write
 from updown_vqa.vqa.answers import PROTOCOLS
 from updown_vqa.vqa.evaluation import ResultsError, evaluate
+from updown_vqa.vqa.task_evaluation import REQUIRED, evaluate_task
+
+
+def run_task(args: argparse.Namespace) -> dict:
+    """The report of a task other than vqa; bad input is one error line (exit 1)."""
+    try:
+        return evaluate_task(args.task, args)
+    except UpdownError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
 
 
 def _load(parser: argparse.ArgumentParser, path: Path, role: str, key: str | None):
@@ -33,11 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m updown_vqa.evaluate", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--questions", type=Path, required=True, help="official questions json")
-    parser.add_argument("--annotations", type=Path, required=True, help="official annotations json")
-    parser.add_argument(
-        "--results", type=Path, required=True, help='[{"question_id", "answer"}] json'
-    )
+    parser.add_argument("--task", choices=sorted(REQUIRED), default="vqa", help="which evaluation (default vqa)")
+    parser.add_argument("--questions", type=Path, help="official questions json")
+    parser.add_argument("--annotations", type=Path, help="official annotations json")
+    parser.add_argument("--results", "--predictions", dest="results", type=Path,
+                        help='results json (vqa: [{"question_id", "answer"}])')
+    parser.add_argument("--choices", type=Path, help="gqa: {split}_choices.json, for validity and plausibility")
     parser.add_argument(
         "--protocol",
         choices=PROTOCOLS,
@@ -52,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Evaluate a results file, print the report json and optionally write it to --out."""
     parser = _parser()
     args = parser.parse_args(argv)
+    missing = [flag for flag in REQUIRED[args.task] if getattr(args, flag) is None]
+    if missing:
+        parser.error(f"--task {args.task} needs --{missing[0]}")
+    if args.task != "vqa":
+        return _write(run_task(args), args.out)
     questions = _load(parser, args.questions, "questions", "questions")
     annotations = _load(parser, args.annotations, "annotations", "annotations")
     results = _load(parser, args.results, "results", None)
@@ -65,11 +88,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     except ValueError as error:
         parser.error(f"{args.questions} / {args.annotations}: {error}")
+    _write(report, args.out)
+
+
+def _write(report: dict, out: Path | None) -> None:
+    """Print the report json and, with --out, write it there."""
     text = json.dumps(report, indent=2)
     print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n", encoding="utf-8")
+    if out is not None:
+        with atomic_write(str(out)) as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ from updown_vqa.core.paths import config_dir
 PAIRS = {
     ("vqa", "shapes"): (256, 128, "00:00:11:00", "shapes_updown"),
     ("vqa", "vqa2"): (1024, 512, None, "vqa2_updown"),
+    ("vqa", "vqacp2"): (1024, 512, None, "vqacp2_updown"),
+    ("vqa", "gqa"): (1024, 512, None, "gqa_updown"),
+    ("vqa", "clevr"): (1024, 64, None, "clevr_updown"),
     ("caption", "shapes_caption"): (256, 100, "00:00:12:00", "shapes_caption"),
     ("detect", "shapes_detect"): (None, 16, "00:00:19:00", "detector_shapes"),
 }

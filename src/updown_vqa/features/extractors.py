@@ -24,7 +24,7 @@ from updown_vqa.detection.model import (
     trained_detector,
 )
 from updown_vqa.features.boxes import BoxExtractor, check_boxes
-from updown_vqa.features.images import extract_to_store, list_images
+from updown_vqa.features.images import extract_to_store, list_keyed_images
 from updown_vqa.features.rois import build_trunk, normalize_images, weights_record
 from updown_vqa.features.store import FeatureStore
 
@@ -130,9 +130,9 @@ def load_boxes(path: str | None) -> dict[int, list]:
 
 def extract(cfg: DictConfig) -> str:
     """Write (or finish, or confirm up to date) the feature store `cfg.out` for `cfg.images`."""
-    images = list_images(cfg.images)
+    images, keys = list_keyed_images(cfg.images, by_name=cfg.get("ids", "auto") == "name")
     recipe = make_recipe(cfg)
-    if not cfg.restart and _up_to_date(cfg.out, recipe, cfg.dtype, images):
+    if not cfg.restart and _up_to_date(cfg.out, recipe, cfg.dtype, images, keys):
         print(f"{cfg.out}: up to date ({len(images)} images, same settings); nothing to do")
         return cfg.out
     boxes = check_boxes(load_boxes(cfg.boxes), images, cfg.boxes) if cfg.mode == "boxes" else None
@@ -140,14 +140,15 @@ def extract(cfg: DictConfig) -> str:
     extractor = build_extractor(recipe, device, boxes)
     extract_to_store(images, extractor, extractor.feature_dim, cfg.out, recipe, cfg.image_size,
                      cfg.batch_size, cfg.num_workers, cfg.pin_memory, device, cfg.autocast,
-                     cfg.dtype, resume=not cfg.restart)
+                     cfg.dtype, resume=not cfg.restart, image_keys=keys)
     store = FeatureStore(cfg.out)
     print(f"{cfg.out}: {len(store)} images, {len(store.skipped)} skipped, up to {store.max_boxes} "
           f"regions of {store.feature_dim}-d {cfg.mode} features")
     return cfg.out
 
 
-def _up_to_date(out: str, recipe: Mapping, dtype: str, images: Mapping[int, str]) -> bool:
+def _up_to_date(out: str, recipe: Mapping, dtype: str, images: Mapping[int, str],
+                keys: list[str] | None = None) -> bool:
     """A finished store made with the same recipe that covers every image (or lists it as skipped)."""
     if not os.path.isfile(out) or os.path.exists(f"{out}.work.h5"):
         return False
@@ -156,6 +157,9 @@ def _up_to_date(out: str, recipe: Mapping, dtype: str, images: Mapping[int, str]
     except UpdownError:
         return False
     same = all(store.attrs.get(k) == v for k, v in recipe.items()) and store.attrs.get("dtype") == dtype
+    stored_keys = None if store.image_keys is None else dict(zip(store.image_ids.tolist(), store.image_keys))
+    same = same and (keys is None) == (stored_keys is None)
+    same = same and (keys is None or all(keys[i] == k for i, k in stored_keys.items() if i < len(keys)))
     done = set(store.image_ids.tolist()) | set(store.skipped.tolist())
     if same and not set(images) <= done:
         log.info("%s: %d new images; extracting all again", out, len(set(images) - done))

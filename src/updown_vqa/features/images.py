@@ -8,6 +8,7 @@ whole batches on the device, and a StoreWriter appends the results, so an interr
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -61,6 +62,24 @@ def list_images(folder: str) -> dict[int, str]:
                 "keep one of them"
             )
     return {i: os.path.join(folder, name) for i, name in found.items()}
+
+
+def list_keyed_images(folder: str, by_name: bool = False) -> tuple[dict[int, str], list[str] | None]:
+    """{image id: path} and, with `by_name` or when some file names do not end in an integer, the
+    images' string keys: the file stems, sorted, image id i being keys[i] (else None). GQA's
+    "n161313.jpg" needs `by_name`: its id is the string "n161313", not 161313."""
+    names = [n for n in sorted(os.listdir(folder)) if n.lower().endswith(IMAGE_EXTENSIONS)] \
+        if os.path.isdir(folder) else []
+    if not names or (not by_name and all(image_id(n) is not None for n in names)):
+        return list_images(folder), None  # integer ids, or the error naming the folder
+    stems: dict[str, str] = {}
+    for name in names:
+        other = stems.setdefault(os.path.splitext(name)[0], name)
+        if other != name:
+            raise UpdownError(f"images={folder}: {other} and {name} both have image key "
+                              f"{os.path.splitext(name)[0]}; keep one of them")
+    keys = sorted(stems)
+    return {i: os.path.join(folder, stems[k]) for i, k in enumerate(keys)}, keys
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -134,10 +153,13 @@ def extract_to_store(
     autocast: bool = False,
     dtype: str = "float32",
     resume: bool = True,
+    image_keys: list[str] | None = None,
 ) -> str:
-    """Features of every image into the store `out`, skipping ids a previous run already wrote."""
+    """Features of every image into the store `out`, skipping ids a previous run already wrote;
+    `image_keys[i]` is the string key of image id i, written as the store's `image_keys`."""
     device = torch.device(device)
-    _check_unfinished(out, attrs, resume)
+    keys_digest = hashlib.sha1("\n".join(image_keys).encode()).hexdigest() if image_keys else None
+    _check_unfinished(out, {**attrs, "image_keys": keys_digest}, resume)  # ids are positions in the keys
     with StoreWriter(out, feature_dim, dtype=dtype, attrs=attrs, resume=resume) as writer:
         todo = [(i, images[i]) for i in sorted(images) if i not in writer.done_ids]
         if len(todo) < len(images):
@@ -153,7 +175,7 @@ def extract_to_store(
             for batch in loader:
                 _write_batch(batch, extractor, writer, images, device)
                 bar.update(len(batch["ids"]) + len(batch["failed"]))
-    writer.finalize()
+    writer.finalize(image_keys=image_keys)
     os.remove(_settings_path(out))
     if writer.skipped_ids:
         log.warning("%s: %d unreadable images were skipped; they are listed in its `skipped` "

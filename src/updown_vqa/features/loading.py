@@ -49,7 +49,7 @@ class StoreSet:
 
     def locate(self, image_ids: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
         """(store index, row) of each image id; the first store that has an image serves it."""
-        image_ids = np.asarray(image_ids, np.int64)
+        image_ids = np.asarray(image_ids)  # integers, or strings for stores with image_keys
         which = np.full(len(image_ids), -1, np.int64)
         rows = np.zeros(len(image_ids), np.int64)
         for k, store in enumerate(self.stores):
@@ -77,7 +77,7 @@ class StoreSet:
 
     def read(self, image_ids, source: str = "") -> dict[str, np.ndarray]:
         """Features [B, K, D], boxes [B, K, 4] and num_boxes [B] of the given images, read at once."""
-        starts, counts = self.regions(*self.locate(np.asarray(image_ids, np.int64), source))
+        starts, counts = self.regions(*self.locate(np.asarray(image_ids), source))
         regions = self.table.read(starts, counts, self.max_boxes)
         return {"features": regions["features"].numpy(), "boxes": regions["boxes"].numpy(), "num_boxes": counts}
 

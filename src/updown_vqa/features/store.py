@@ -4,6 +4,8 @@ Datasets (see the README for the full table):
   image_ids int64 [N], image_w / image_h / num_boxes int32 [N],
   boxes float32 (pixels, x1 y1 x2 y2) and features float32|float16, either
   padded [N, K, 4] / [N, K, D] or flat [R, 4] / [R, D] with offsets int64 [N+1].
+Optional: skipped int64 [S]; image_keys UTF-8 strings [N] where image ids are not integers (GQA's):
+a store with image_keys is looked up by key (image_ids then only number the rows).
 File attributes record how the features were made, plus `format_version`.
 
 The extension rule: later features add OPTIONAL datasets (per-image or per-box labels, string image
@@ -104,35 +106,58 @@ class FeatureStore:
                 self.dtype = f["features"].dtype
                 self.attrs = {k: _plain(v) for k, v in f.attrs.items()}
                 self.skipped = f["skipped"][:] if "skipped" in f else np.zeros(0, np.int64)
+                self.image_keys = f["image_keys"].asstr()[:] if "image_keys" in f else None
         except OSError as e:
             raise UpdownError(
                 f"{self.path}: cannot read the features file ({e}); re-create it"
             ) from e
         self.max_boxes = int(self.num_boxes.max()) if len(self.num_boxes) else 0
         self._order = np.argsort(self.image_ids, kind="stable")  # rows by image id, for `find`
+        self._keyed = {str(k): r for r, k in enumerate(self.image_keys)} if self.image_keys is not None else None
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def find(self, image_ids) -> np.ndarray:
-        """Store row of each image id, -1 where the store does not have it."""
-        image_ids = np.asarray(image_ids, np.int64).reshape(-1)
+        """Store row of each image id, -1 where the store does not have it: integer ids, or strings in a
+        store with `image_keys` (a numeric string also finds an integer-id store)."""
+        image_ids = np.asarray(image_ids).reshape(-1)
+        if self._keyed is not None:
+            return np.array([self._keyed.get(str(i), -1) for i in image_ids], np.int64)
+        ids, valid = _integer_ids(image_ids)
         if not len(self.image_ids):
-            return np.full(len(image_ids), -1, np.int64)
+            return np.full(len(ids), -1, np.int64)
         sorted_ids = self.image_ids[self._order]
-        at = np.minimum(np.searchsorted(sorted_ids, image_ids), len(sorted_ids) - 1)
-        return np.where(sorted_ids[at] == image_ids, self._order[at], -1).astype(np.int64)
+        at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+        return np.where(valid & (sorted_ids[at] == ids), self._order[at], -1).astype(np.int64)
+
+    def has(self, image_id) -> bool:
+        return bool(self.find([image_id])[0] >= 0)
 
     def rows(self, image_ids, source: str = "") -> np.ndarray:
         """Store rows of the given image ids; an unknown id is an error naming it and the store."""
-        image_ids = np.asarray(image_ids if isinstance(image_ids, np.ndarray) else list(image_ids), np.int64)
+        image_ids = np.asarray(image_ids if isinstance(image_ids, np.ndarray) else list(image_ids))
         rows = self.find(image_ids)
         if (rows < 0).any():
             raise UpdownError(
-                f"{source or 'questions'}: image id {int(image_ids[rows < 0][0])} is not in the features file "
+                f"{source or 'questions'}: image id {image_ids.reshape(-1)[rows < 0][0]} is not in the features file "
                 f"{self.path}; extract features for it or drop its questions"
             )
         return rows
+
+
+def _integer_ids(image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Image ids as int64, and which of them are integers at all (GQA's "n161313" is not)."""
+    if image_ids.dtype.kind in "iu":
+        return image_ids.astype(np.int64), np.ones(len(image_ids), bool)
+    ids = np.zeros(len(image_ids), np.int64)
+    valid = np.zeros(len(image_ids), bool)
+    for n, value in enumerate(image_ids):
+        try:
+            ids[n], valid[n] = int(value), True
+        except (TypeError, ValueError):
+            pass
+    return ids, valid
 
 
 def _plain(value):

@@ -188,8 +188,10 @@ class StoreWriter:
             self._file.close()
         self._features = self._boxes = None  # the buffers are not needed any more
 
-    def finalize(self, layout: str = "padded") -> str:
-        """Copy the work file into a contiguous store sorted by image id, rename it onto `path`."""
+    def finalize(self, layout: str = "padded", image_keys: list[str] | None = None) -> str:
+        """Copy the work file into a contiguous store sorted by image id, rename it onto `path`.
+
+        `image_keys[i]`, when given, is the string key of image id i (the store's `image_keys`)."""
         if layout not in ("padded", "flat"):
             raise ValueError(f"layout must be 'padded' or 'flat', not {layout!r}")
         self.close()
@@ -200,6 +202,9 @@ class StoreWriter:
                 out.attrs.update(self.attrs)
                 out.attrs.update(dtype=self.dtype.name, format_version=FORMAT_VERSION)
                 out.attrs["layout"] = layout
+                if image_keys is not None:
+                    keys = [image_keys[i] for i in out["image_ids"][:].tolist()]
+                    out.create_dataset("image_keys", data=keys, dtype=h5py.string_dtype())
         os.remove(self.work_path)
         return self.path
 

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from updown_vqa.core.cache import as_list, load_cache
 from updown_vqa.features.loading import FeatureDataModule, StoreSet
-from updown_vqa.vqa.preprocess import preprocess
+from updown_vqa.vqa.preprocess import ANSWER_TYPES, preprocess
 
 
 class VQADataset(Dataset):
@@ -85,6 +85,7 @@ class VQADataModule(FeatureDataModule):
     given, is called by `prepare_data` to create missing files (the built-in `shapes` dataset).
     `feature_cache` (none | ram | device) says where region features are read from during training;
     `worker_buffer_mb` bounds each worker's recycled batch buffers (more: faster workers, more memory).
+    `dataset` names the files' layout: vqa2, vqacp2, gqa or clevr (updown_vqa.vqa.readers).
     """
 
     def __init__(self, train: dict, val: dict, cache_dir: str, test: dict | None = None,
@@ -92,13 +93,14 @@ class VQADataModule(FeatureDataModule):
                  min_answer_count: int = 9, answer_splits=("train",), vocab_splits=("train",),
                  batch_size: int = 512, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = True, prefetch_factor: int = 2, seed: int = 0,
-                 feature_cache: str = "none", worker_buffer_mb: int = 1024):
+                 feature_cache: str = "none", worker_buffer_mb: int = 1024, dataset: str = "vqa2"):
         super().__init__({"train": train, "val": val, "test": test}, builder, batch_size, None, num_workers,
                          pin_memory, persistent_workers, prefetch_factor, seed, feature_cache, worker_buffer_mb)
         self.cache_dir = cache_dir
         self.preprocess_args = {"max_question_length": max_question_length,
                                 "min_answer_count": min_answer_count,
-                                "answer_splits": list(answer_splits), "vocab_splits": list(vocab_splits)}
+                                "answer_splits": list(answer_splits), "vocab_splits": list(vocab_splits),
+                                "dataset": dataset}
 
     def _preprocess(self) -> str:
         return preprocess(self.splits, self.cache_dir, **self.preprocess_args)
@@ -122,6 +124,12 @@ class VQADataModule(FeatureDataModule):
     def answers(self) -> list[str]:
         return self.meta["answers"]
 
+    @property
+    def answer_types(self) -> list[str]:
+        """The groups `val/acc_<type>` reports (VQA's answer types, GQA's binary/open, CLEVR's types)."""
+        return self.meta.get("answer_types", list(ANSWER_TYPES))
+
     def model_kwargs(self) -> dict:
-        return {"vocab": self.vocab, "answers": self.answers,
+        """What the data decides of the model: vocabulary, answers, question length, answer types."""
+        return {"vocab": self.vocab, "answers": self.answers, "answer_types": self.answer_types,
                 "max_question_length": self.preprocess_args["max_question_length"]}

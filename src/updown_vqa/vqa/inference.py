@@ -24,7 +24,10 @@ from updown_vqa.features.one_image import feature_recipe, image_features
 from updown_vqa.vqa.data import VQADataset
 from updown_vqa.vqa.evaluation import evaluate
 from updown_vqa.vqa.module import UpDownVQA
-from updown_vqa.vqa.preprocess import load_json, read_split
+from updown_vqa.vqa.preprocess import id_array, load_json
+from updown_vqa.vqa.readers import get_reader
+from updown_vqa.vqa.readers.vqacp2 import load_list
+from updown_vqa.vqa.task_evaluation import evaluate_exact
 
 log = logging.getLogger(__name__)
 RECIPE_KEYS_IGNORED = {"format_version", "layout"}  # how a store is laid out, not how features were made
@@ -36,12 +39,13 @@ def load_vqa_model(path: str, device: str | None = None) -> UpDownVQA:
 
 
 def question_loader(hparams, files: dict, split: str, batch_size: int = 512, num_workers: int = 0,
-                    pin_memory: bool = False) -> DataLoader:
-    """Batches of a split's questions, encoded with the checkpoint's vocabulary, in file order."""
+                    pin_memory: bool = False, dataset: str = "vqa2") -> DataLoader:
+    """Batches of a split's questions, encoded with the checkpoint's vocabulary, in file order;
+    `dataset` names the questions files' layout (updown_vqa.vqa.readers)."""
     questions = as_list(files.get("questions"))
     if not questions:
         raise UpdownError(f"data.{split}.questions is not set; give the questions file to answer")
-    data = read_split(questions, [])
+    data = get_reader(dataset).read_split(questions, [])
     vocab = Vocabulary(hparams.vocab)
     tokens = tokenize(data["questions"])
     ids, lengths = vocab.encode(tokens, hparams.max_question_length)
@@ -49,13 +53,13 @@ def question_loader(hparams, files: dict, split: str, batch_size: int = 512, num
     log.info("%s: %d questions; %.1f%% of their words are not in the checkpoint's vocabulary (%s)",
              split, len(ids), 100 * unknown, UNK)
     arrays = {f"{split}/tokens": ids, f"{split}/lengths": lengths,
-              f"{split}/question_ids": np.asarray(data["question_ids"], np.int64),
-              f"{split}/image_ids": np.asarray(data["image_ids"], np.int64)}
+              f"{split}/question_ids": id_array(data["question_ids"]),
+              f"{split}/image_ids": id_array(data["image_ids"])}
     stores = StoreSet(as_list(files.get("features")))
     _check_features(hparams, stores, split)
-    dataset = VQADataset(arrays, split, stores, len(hparams.answers), source=", ".join(questions))
-    sampler = BatchSampler(len(dataset), batch_size, shuffle=False)
-    return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
+    question_set = VQADataset(arrays, split, stores, len(hparams.answers), source=", ".join(questions))
+    sampler = BatchSampler(len(question_set), batch_size, shuffle=False)
+    return DataLoader(question_set, sampler=sampler, batch_size=None, num_workers=num_workers,
                       pin_memory=pin_memory)
 
 
@@ -74,8 +78,10 @@ def _check_features(hparams, stores: StoreSet, split: str) -> None:
 
 
 @torch.no_grad()
-def predict_vqa(model: UpDownVQA, loader: DataLoader, top_k: int = 0) -> tuple[list[dict], list[dict]]:
-    """The best answer of every question in the loader's order, and (top_k > 0) its top_k answers."""
+def predict_vqa(model: UpDownVQA, loader: DataLoader, top_k: int = 0,
+                dataset_name: str = "vqa2") -> tuple[list[dict], list[dict]]:
+    """The best answer of every question in the loader's order, in the dataset's submission format,
+    and (top_k > 0) its top_k answers."""
     dataset, answers = loader.dataset, model.hparams.answers
     k = max(1, min(top_k, len(answers)))
     scores = np.zeros((len(dataset), k), np.float32)
@@ -85,8 +91,8 @@ def predict_vqa(model: UpDownVQA, loader: DataLoader, top_k: int = 0) -> tuple[l
         top = torch.sigmoid(model(inputs)).topk(k, dim=1)  # [B, k] each
         scores[batch["index"].numpy()] = top.values.float().cpu().numpy()
         indices[batch["index"].numpy()] = top.indices.cpu().numpy()
-    question_ids = [int(q) for q in dataset.question_ids]
-    results = [{"question_id": q, "answer": answers[i]} for q, i in zip(question_ids, indices[:, 0])]
+    question_ids = dataset.question_ids.tolist()
+    results = get_reader(dataset_name).submission(question_ids, [answers[i] for i in indices[:, 0]])
     ranked = [] if top_k <= 0 else [
         {"question_id": q, "answers": [{"answer": answers[a], "score": round(float(s), 5)}
                                        for a, s in zip(row_answers, row_scores)]}
@@ -100,25 +106,37 @@ def predict(cfg: DictConfig) -> dict:
         raise UpdownError(f"split={cfg.split}: data.{cfg.split} is not configured; set "
                           f"data.{cfg.split}.questions=... data.{cfg.split}.features=... or pick another split")
     files = OmegaConf.to_container(cfg.data[cfg.split], resolve=True)
+    dataset = cfg.data.get("dataset", "vqa2")
     model = load_vqa_model(cfg.ckpt)
     loader = question_loader(model.hparams, files, cfg.split, cfg.data.batch_size,
-                             cfg.data.get("num_workers", 0), cfg.data.get("pin_memory", False))
-    results, ranked = predict_vqa(model, loader, cfg.top_k)
+                             cfg.data.get("num_workers", 0), cfg.data.get("pin_memory", False), dataset)
+    results, ranked = predict_vqa(model, loader, cfg.top_k, dataset)
     write_json(cfg.out, results)
     print(f"{len(results)} answers written to {cfg.out}", flush=True)
     if ranked:
         write_json(cfg.top_k_out, ranked)
         print(f"top {cfg.top_k} answers with scores written to {cfg.top_k_out}", flush=True)
-    return _evaluate(files, results)
+    return _evaluate(files, results, dataset)
 
 
-def _evaluate(files: dict, results: list[dict]) -> dict:
+def _evaluate(files: dict, results: list[dict], dataset: str = "vqa2") -> dict:
     """Official accuracy (current protocol) of the results when the split has annotations, else {}."""
+    if dataset in ("gqa", "clevr"):
+        return evaluate_exact(dataset, as_list(files["questions"]), results)
     annotations = as_list(files.get("annotations"))
     if not annotations:
         return {}
+    if dataset == "vqacp2":
+        questions = [q for p in as_list(files["questions"]) for q in load_list(p, "questions")]
+        report = evaluate(questions, [a for p in annotations for a in load_list(p, "annotations")], results)
+        return _print_vqa(report)
     questions = [q for path in as_list(files["questions"]) for q in load_json(path, "questions")]
     report = evaluate(questions, [a for p in annotations for a in load_json(p, "annotations")], results)
+    return _print_vqa(report)
+
+
+def _print_vqa(report: dict) -> dict:
+    """Print the overall and per-answer-type accuracy of a VQA report; return them."""
     per_type = " ".join(f"{k} {v:.2f}" for k, v in report["perAnswerType"].items())
     print(f"accuracy {report['overall']:.2f} ({per_type})", flush=True)
     return {"overall": report["overall"], **report["perAnswerType"]}

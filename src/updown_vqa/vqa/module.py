@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from updown_vqa.core.text import load_glove
 from updown_vqa.vqa.metrics import VQAAccuracy
 from updown_vqa.vqa.model import UpDown, init_weights
+from updown_vqa.vqa.preprocess import ANSWER_TYPES
 
 
 def lr_factor(epoch: float, warmup_epochs: float, warmup_start: float, decay_start: int,
@@ -40,7 +41,7 @@ class UpDownVQA(pl.LightningModule):
                  warmup_start: float = 0.25,
                  decay_start: int = 10, decay_every: int = 2, decay_rate: float = 0.25,
                  max_question_length: int = 14, feature_attrs: dict | None = None, compile: bool = False,
-                 glove: str | None = None):
+                 glove: str | None = None, answer_types: list[str] | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["glove"])  # a checkpoint holds the vectors, not the file's path
         self.model = UpDown(len(vocab), len(answers), feature_dim, embed_dim, hidden_dim, nonlinearity,
@@ -50,7 +51,7 @@ class UpDownVQA(pl.LightningModule):
             rows, vectors = load_glove(glove, vocab, embed_dim)
             with torch.no_grad():
                 self.model.question.embedding.weight[torch.from_numpy(rows)] = torch.from_numpy(vectors)
-        self.val_acc = VQAAccuracy()
+        self.val_acc = VQAAccuracy(answer_types or ANSWER_TYPES)  # GQA: binary/open; CLEVR: its 5 types
 
     def on_fit_start(self) -> None:
         if self.hparams.get("compile"):  # in place: the state dict keeps its keys, checkpoints stay portable

@@ -18,6 +18,7 @@ from updown_vqa.core.cache import as_list, fingerprint, load_cache, read_json, s
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.text import Vocabulary, tokenize
 from updown_vqa.vqa.answers import candidate_accuracies, normalize_answer, soft_score
+from updown_vqa.vqa.readers import get_reader
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -28,6 +29,9 @@ _normalize = functools.lru_cache(maxsize=1 << 20)(normalize_answer)  # answers r
 def load_json(path: str, key: str):
     """`json[key]` of a VQA file, with errors that name the file."""
     data = read_json(path)
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "coco_split" in data[0]:
+        raise UpdownError(f"{path}: a VQA-CP v2 file (a top-level list with 'coco_split'), not VQA v2; "
+                          "use data=vqacp2 for it")
     if not isinstance(data, dict) or key not in data:
         raise UpdownError(f"{path}: no '{key}' list; expected the official VQA v2 format")
     return data[key]
@@ -50,7 +54,12 @@ def read_split(questions: Sequence[str], annotations: Sequence[str]) -> dict:
 
 def build_answer_vocab(annotations: Sequence[dict], min_count: int) -> list[str]:
     """Normalised `multiple_choice_answer`s seen at least `min_count` times, most frequent first."""
-    counts = Counter(_normalize(a["multiple_choice_answer"]) for a in annotations)
+    return rank_answers([_normalize(a["multiple_choice_answer"]) for a in annotations], min_count)
+
+
+def rank_answers(labels: Sequence[str], min_count: int) -> list[str]:
+    """Answers given at least `min_count` times, most frequent first (ties alphabetical)."""
+    counts = Counter(labels)
     return sorted((a for a, c in counts.items() if c >= min_count), key=lambda a: (-counts[a], a))
 
 
@@ -96,16 +105,20 @@ def _answer_type_index(answer_type: str) -> int:
 
 def preprocess(splits: dict[str, dict], cache_dir: str, max_question_length: int = 14,
                min_answer_count: int = 9, answer_splits: Sequence[str] = ("train",),
-               vocab_splits: Sequence[str] = ("train",)) -> str:
+               vocab_splits: Sequence[str] = ("train",), dataset: str = "vqa2") -> str:
     """Write the cache for `splits` ({name: {"questions": paths, "annotations": paths}}) unless it exists.
 
-    Returns the cache's path stem; `load_cache(stem)` reads it.
+    `dataset` names the reader of the files' layout (updown_vqa.vqa.readers). Returns the cache's path
+    stem; `load_cache(stem)` reads it.
     """
+    reader = get_reader(dataset)
     files = {name: (as_list(s.get("questions")), as_list(s.get("annotations"))) for name, s in splits.items()}
     settings = {"max_question_length": max_question_length, "min_answer_count": min_answer_count,
                 "answer_splits": sorted(answer_splits), "vocab_splits": sorted(vocab_splits),
                 "splits": {k: [q, a] for k, (q, a) in files.items()}}
-    _check_split_names(files, answer_splits, vocab_splits)
+    if dataset != "vqa2":  # the VQA v2 caches keep their fingerprints
+        settings["dataset"] = dataset
+    _check_split_names(files, answer_splits, vocab_splits, reader.ANSWERS_IN_QUESTIONS)
     for path in (p for q, a in files.values() for p in q + a):
         if not os.path.isfile(path):
             raise UpdownError(f"{path}: file not found (check the data.* paths)")
@@ -113,12 +126,11 @@ def preprocess(splits: dict[str, dict], cache_dir: str, max_question_length: int
                                                          settings, CACHE_VERSION))
     if os.path.isfile(stem + ".json") and os.path.isfile(stem + ".npz"):
         return stem
-    data = {name: read_split(q, a) for name, (q, a) in files.items()}
+    data = {name: reader.read_split(q, a) for name, (q, a) in files.items()}
     tokens = {name: tokenize(d["questions"]) for name, d in data.items()}
     vocab = Vocabulary.build(t for name in vocab_splits if name in tokens for t in tokens[name])
-    answer_anns = [a for name in answer_splits if data.get(name, {}).get("annotations")
-                   for a in data[name]["annotations"]]
-    answers = build_answer_vocab(answer_anns, min_answer_count)
+    answers = rank_answers([label for name in answer_splits if data[name]["annotations"]
+                            for label in reader.answer_labels(data[name]["annotations"])], min_answer_count)
     if not answers:
         raise UpdownError(f"no answer occurs {min_answer_count} times in splits {list(answer_splits)}; "
                           "lower data.min_answer_count or add annotated splits")
@@ -127,36 +139,45 @@ def preprocess(splits: dict[str, dict], cache_dir: str, max_question_length: int
     for name, d in data.items():
         ids, lengths = vocab.encode(tokens[name], max_question_length)
         arrays |= {f"{name}/tokens": ids, f"{name}/lengths": lengths,
-                   f"{name}/question_ids": np.asarray(d["question_ids"], np.int64),
-                   f"{name}/image_ids": np.asarray(d["image_ids"], np.int64)}
+                   f"{name}/question_ids": id_array(d["question_ids"]),
+                   f"{name}/image_ids": id_array(d["image_ids"])}
         if d["annotations"]:
-            arrays |= {f"{name}/{k}": v for k, v in encode_answers(d["annotations"], answer_index).items()}
+            arrays |= {f"{name}/{k}": v for k, v in reader.encode_answers(d["annotations"], answer_index).items()}
     meta = {"version": CACHE_VERSION, "settings": settings, "vocab": vocab.words, "answers": answers,
-            "splits": {name: _split_info(d, answer_index) for name, d in data.items()}}
+            "dataset": dataset, "answer_types": list(reader.ANSWER_TYPES),
+            "splits": {name: _split_info(d, answer_index, reader) for name, d in data.items()}}
     _log_summary(meta, arrays)
     return save_cache(stem, arrays, meta)
 
 
-def _check_split_names(files: dict, answer_splits: Sequence[str], vocab_splits: Sequence[str]) -> None:
+def id_array(ids: Sequence) -> np.ndarray:
+    """Question or image ids as int64 when they are all integers, else as strings (GQA's)."""
+    if all(isinstance(i, (int, np.integer)) for i in ids):
+        return np.asarray(ids, np.int64).reshape(len(ids))
+    return np.asarray([str(i) for i in ids], dtype=str).reshape(len(ids))
+
+
+def _check_split_names(files: dict, answer_splits: Sequence[str], vocab_splits: Sequence[str],
+                       answers_in_questions: bool = False) -> None:
     """Refuse answer/vocab split names that are not configured splits, or are not annotated."""
     for key, names in (("answer_splits", answer_splits), ("vocab_splits", vocab_splits)):
         unknown = [n for n in names if n not in files]
         if unknown:
             raise UpdownError(f"data.{key}: unknown splits {unknown}; use names of the configured "
                               f"splits {list(files)} (list files under data.train.* to combine them)")
-    unannotated = [n for n in answer_splits if not files[n][1]]
+    unannotated = [] if answers_in_questions else [n for n in answer_splits if not files[n][1]]
     if unannotated:
         raise UpdownError(f"data.answer_splits: splits {unannotated} have no annotations; "
                           "answers are counted in annotated splits only")
 
 
-def _split_info(split: dict, answer_index: dict[str, int]) -> dict:
+def _split_info(split: dict, answer_index: dict[str, int], reader) -> dict:
     """Sizes of a split and, when annotated, how many best answers the answer vocabulary lacks."""
     info = {"questions": len(split["question_ids"]), "images": len(set(split["image_ids"])),
             "annotated": bool(split["annotations"])}
     if split["annotations"]:
         info["best_answer_outside_vocab"] = sum(
-            _normalize(a["multiple_choice_answer"]) not in answer_index for a in split["annotations"])
+            label not in answer_index for label in reader.answer_labels(split["annotations"]))
     return info
 
 
