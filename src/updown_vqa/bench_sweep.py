@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from updown_vqa.bench import loader as bench
+from updown_vqa.bench import loader as bench  # the loader benchmark, a library module
 from updown_vqa.bench.training import lightning_throughput
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir

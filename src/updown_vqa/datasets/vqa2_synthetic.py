@@ -115,7 +115,7 @@ def human_answers(best: str, answer_type: str, corpus: Corpus, rng: random.Rando
     return [typed_as_a_person_would(a, answer_type, rng) for a in answers]
 
 
-def _most_common(answers: list[str]) -> str:
+def most_common(answers: list[str]) -> str:
     """The most frequent answer, lower-cased and stripped (ties: first seen), like the official field."""
     plain = [a.strip().lower() for a in answers]
     return max(plain, key=plain.count)
@@ -152,7 +152,7 @@ def generate_split(root: str, subtype: str, num_questions: int, num_images: int,
         {"image_id": im, "question": q, "question_id": qid} for qid, im, q, *_ in items))
     _write_json_stream(paths["annotations"], {"info": head["info"], "data_subtype": subtype,
                                               "license": {}}, "annotations", (
-        {"question_type": qt, "multiple_choice_answer": _most_common(hs), "image_id": im,
+        {"question_type": qt, "multiple_choice_answer": most_common(hs), "image_id": im,
          "answer_type": at, "question_id": qid,
          "answers": [{"answer": h, "answer_confidence": rng.choice(("yes", "yes", "maybe", "no")),
                       "answer_id": k + 1} for k, h in enumerate(hs)]}

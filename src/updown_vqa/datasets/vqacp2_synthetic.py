@@ -15,7 +15,7 @@ import random
 import zlib
 
 from updown_vqa.core.io import write_json
-from updown_vqa.datasets.vqa2_synthetic import QUESTION_TYPES, Corpus, _most_common, human_answers
+from updown_vqa.datasets.vqa2_synthetic import QUESTION_TYPES, Corpus, most_common, human_answers
 
 
 def vqacp_items(num_questions: int, num_images: int, seed: int = 0) -> dict[str, tuple[list, list]]:
@@ -25,7 +25,7 @@ def vqacp_items(num_questions: int, num_images: int, seed: int = 0) -> dict[str,
     for i in range(num_questions):
         question_type, answer_type, _ = QUESTION_TYPES[i % len(QUESTION_TYPES)]
         humans = human_answers(corpus.answer(answer_type, rng), answer_type, corpus, rng)
-        best = _most_common(humans)
+        best = most_common(humans)
         split = "test" if zlib.crc32(f"{question_type}|{best}".encode()) % 3 == 0 else "train"
         image_id = 1 + i % num_images
         coco_split = "train2014" if image_id % 2 else "val2014"
