@@ -15,7 +15,7 @@ import random
 import zlib
 
 from updown_vqa.core.io import write_json
-from updown_vqa.datasets.vqa2_synthetic import QUESTION_TYPES, Corpus, most_common, human_answers
+from updown_vqa.datasets.vqa2_synthetic import QUESTION_TYPES, Corpus, human_answers, most_common
 
 
 def vqacp_items(num_questions: int, num_images: int, seed: int = 0) -> dict[str, tuple[list, list]]:
