@@ -2,6 +2,8 @@
 
     python -m updown_vqa.evaluate --questions Q.json --annotations A.json --results R.json \
         [--protocol current|legacy] [--out report.json]
+    python -m updown_vqa.evaluate --task caption --annotations captions.json --results R.json [--out R]
+        (the COCO caption evaluation: captioning.coco_eval)
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from updown_vqa.core.cli import command
 from updown_vqa.vqa.answers import PROTOCOLS
 from updown_vqa.vqa.evaluation import ResultsError, evaluate
 
@@ -33,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m updown_vqa.evaluate", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--questions", type=Path, required=True, help="official questions json")
+    parser.add_argument("--task", choices=("vqa", "caption"), default="vqa", help="vqa (default) or caption")
+    parser.add_argument("--questions", type=Path, help="official questions json (--task vqa)")
     parser.add_argument("--annotations", type=Path, required=True, help="official annotations json")
     parser.add_argument(
         "--results", type=Path, required=True, help='[{"question_id", "answer"}] json'
@@ -52,6 +56,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Evaluate a results file, print the report json and optionally write it to --out."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.task == "caption":
+        return evaluate_caption_results(args)
+    if args.questions is None:
+        parser.error("the following arguments are required: --questions")
     questions = _load(parser, args.questions, "questions", "questions")
     annotations = _load(parser, args.annotations, "annotations", "annotations")
     results = _load(parser, args.results, "results", None)
@@ -70,6 +78,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text + "\n", encoding="utf-8")
+
+
+@command
+def evaluate_caption_results(args: argparse.Namespace) -> None:
+    """--task caption: the COCO caption toolkit's metrics of the results' images, printed as json."""
+    from updown_vqa.captioning.coco_eval import evaluate_captions
+
+    report = evaluate_captions(str(args.annotations), str(args.results), str(args.out) if args.out else None)
+    print(f"scored {report['images']} images of {args.results}", flush=True)
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
