@@ -182,6 +182,8 @@ class CaptionDataModule(pl.LightningDataModule):
     (`captions_train2014.json`, or `image_info_test2014.json` for unannotated images) or Karpathy's
     `dataset_coco.json`, whose images are chosen by the split's `karpathy_splits`
     (default: train+restval, val, test). `builder`, when given, creates missing files in `prepare_data`.
+    Training rows are (image, caption) pairs, or with `train_items="images"` (SCST) one image with all
+    its references, as in validation.
     """
 
     def __init__(self, train: dict, val: dict, cache_dir: str, test: dict | None = None,
@@ -189,8 +191,11 @@ class CaptionDataModule(pl.LightningDataModule):
                  min_word_count: int = 5, vocab_splits=("train",), batch_size: int = 100,
                  eval_batch_size: int | None = None, length_group: int = 50, num_workers: int = 0,
                  pin_memory: bool = False, persistent_workers: bool = True, prefetch_factor: int = 2,
-                 seed: int = 0):
+                 seed: int = 0, train_items: str = "captions"):
         super().__init__()
+        if train_items not in ("captions", "images"):
+            raise UpdownError(f"data.train_items={train_items}: use captions (cross-entropy) or images (SCST)")
+        self.train_items = train_items  # images: one row per image with its references (stage=scst)
         self.splits = {k: dict(v) for k, v in {"train": train, "val": val, "test": test}.items() if v}
         self.cache_dir, self.builder = cache_dir, builder
         self.preprocess_args = {"max_caption_length": max_caption_length, "min_word_count": min_word_count,
@@ -218,7 +223,10 @@ class CaptionDataModule(pl.LightningDataModule):
         for split, files in self.splits.items():
             stores = StoreSet(as_list(files.get("features")))
             source = ", ".join(as_list(files.get("captions"))) or split
-            if split == "train":
+            if split == "train" and self.train_items == "images":
+                self.datasets[split] = CaptionImages(arrays["train/image_ids"], self.meta["references"]["train"],
+                                                     stores, source)
+            elif split == "train":
                 self.datasets[split] = CaptionPairs(arrays["train/tokens"], arrays["train/caption_image_ids"],
                                                     stores, source)
             elif f"{split}/image_ids" in arrays:
