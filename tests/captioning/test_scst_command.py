@@ -25,7 +25,7 @@ def on_train_batch_end(self, trainer, *args):
 LastCheckpoint.on_train_batch_end = on_train_batch_end
 runpy.run_module("updown_vqa.train", run_name="__main__")
 """
-EXACT = ["trainer.max_epochs=2", "trainer.deterministic=true", "checkpoint.every_n_train_steps=2",
+EXACT = ["trainer.max_epochs=2", "trainer.val_check_interval=1.0", "trainer.deterministic=true", "checkpoint.every_n_train_steps=2",
          "+trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1", "model.max_decode_length=8"]
 
 
