@@ -9,13 +9,16 @@ import subprocess
 import sys
 
 import pytest
-from conftest import run_module
+from conftest import compose_config, run_module, tiny_overrides
+from hydra.utils import instantiate
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
 from updown_vqa.captioning.coco_eval import METRICS, evaluate_captions
 from updown_vqa.captioning.metrics import bleu, cider_d
+from updown_vqa.captioning.module import write_caption_results
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.train import build_model
 
 WORDS = "a an the cat dog red small big circle square on in above below left of two".split()
 
@@ -112,3 +115,16 @@ def test_a_missing_java_runtime_is_one_error_line(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "error: java: not found" in result.stderr and "install one" in result.stderr
     assert shutil.which("java") is not None  # the other tests here do run the toolkit
+
+
+@pytest.mark.slow
+def test_predict_caption_results_are_accepted_as_they_are(data_dir, tmp_path):
+    cfg = compose_config(tiny_overrides(data_dir, str(tmp_path)) + ["task=caption", "model.max_decode_length=6"],
+                         str(tmp_path))
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    results = str(tmp_path / "captions_val_results.json")
+    write_caption_results(build_model(cfg, datamodule), datamodule.val_dataloader(), results)  # predict_caption's
+    report = evaluate_captions(cfg.data.val.captions, results)
+    assert report["images"] == 40 and all(0 <= report[name] for name in METRICS)
