@@ -10,6 +10,9 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@# evaluate --task caption runs the COCO toolkit's Java tokeniser and METEOR: install a JRE only where missing
+	@command -v java >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq default-jre-headless; } \
+	  || echo "warning: no Java runtime; evaluate --task caption needs one (apt-get install default-jre-headless)"
 	touch $(STAMP)
 
 train: $(STAMP)

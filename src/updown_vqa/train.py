@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from updown_vqa.core.checkpointing import AtomicCheckpointIO, TrainingStopped
+from updown_vqa.core.checkpointing import AtomicCheckpointIO, TrainingStopped, load_init_weights
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir
 from updown_vqa.core.resume import finished_run, keep_csv_metrics, resume_checkpoint, write_finished
@@ -51,6 +51,19 @@ def check_checkpoint(path: str, model: pl.LightningModule) -> None:
                               f"data's ({ours}); resume with the data it was trained on")
 
 
+def start_from_init(cfg: DictConfig, model: pl.LightningModule, resuming: bool) -> None:
+    """`init=CKPT`: weights only (a resumed run has its own); stage=scst cannot start without them."""
+    if cfg.get("stage") == "scst" and getattr(model, "TASK", None) != "caption":
+        raise UpdownError("stage=scst trains captioners: add task=caption")
+    if resuming:
+        return
+    if cfg.get("init"):
+        load_init_weights(model, str(cfg.init))
+    elif cfg.get("stage") == "scst":
+        raise UpdownError("stage=scst starts from a cross-entropy captioning checkpoint: add init=CKPT "
+                          "(e.g. outputs/runs/shapes_caption/checkpoints/best-epochNN.ckpt)")
+
+
 def train(cfg: DictConfig) -> dict:
     """Fit the model, resuming as `resume` says, and return the final metrics and the best checkpoint."""
     smoke = bool(cfg.trainer.get("fast_dev_run"))  # writes no checkpoints: neither resumes nor finishes a run
@@ -63,6 +76,7 @@ def train(cfg: DictConfig) -> dict:
     datamodule.prepare_data()
     datamodule.setup("fit")
     model = build_model(cfg, datamodule)
+    start_from_init(cfg, model, resuming=bool(ckpt_path))
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])

@@ -1,4 +1,4 @@
-"""CIDEr-D against a hand-computed example, and BLEU through torchmetrics."""
+"""CIDEr-D against a hand-computed example, and BLEU as the COCO caption toolkit computes it."""
 
 import math
 
@@ -105,5 +105,6 @@ def test_bleu_identical_captions_score_one():
 
 def test_bleu_brevity_penalty_and_missing_ngrams():
     scores = bleu({1: "a cat"}, {1: ["a cat sat"]}, n=3)
-    # Every candidate 1- and 2-gram matches; brevity penalty exp(1 - 3/2); no 3-gram -> BLEU-3 is 0.
-    assert scores == pytest.approx([math.exp(-0.5), math.exp(-0.5), 0.0], abs=1e-6)
+    # Every candidate 1- and 2-gram matches; brevity penalty exp(1 - 3/2); no 3-gram -> the toolkit's
+    # smoothed (1e-15 / 1e-9) ** (1/3) = 0.01 instead of 0.
+    assert scores == pytest.approx([math.exp(-0.5), math.exp(-0.5), 0.01 * math.exp(-0.5)], rel=1e-6)

@@ -174,6 +174,8 @@ class CaptionDataModule(FeatureDataModule):
     `dataset_coco.json`, whose images are chosen by the split's `karpathy_splits`
     (default: train+restval, val, test). `builder`, when given, creates missing files in `prepare_data`.
     `feature_cache` and `worker_buffer_mb` work as for VQA (see updown_vqa.features.loading).
+    Training rows are (image, caption) pairs, or with `train_items="images"` (SCST) one image with all
+    its references, as in validation.
     """
 
     def __init__(self, train: dict, val: dict, cache_dir: str, test: dict | None = None,
@@ -181,10 +183,14 @@ class CaptionDataModule(FeatureDataModule):
                  min_word_count: int = 5, vocab_splits=("train",), batch_size: int = 100,
                  eval_batch_size: int | None = None, length_group: int = 50, num_workers: int = 0,
                  pin_memory: bool = False, persistent_workers: bool = True, prefetch_factor: int = 2,
-                 seed: int = 0, feature_cache: str = "none", worker_buffer_mb: int = 1024):
+                 seed: int = 0, feature_cache: str = "none", worker_buffer_mb: int = 1024,
+                 train_items: str = "captions"):
         super().__init__({"train": train, "val": val, "test": test}, builder, batch_size, eval_batch_size,
                          num_workers, pin_memory, persistent_workers, prefetch_factor, seed, feature_cache,
                          worker_buffer_mb)
+        if train_items not in ("captions", "images"):
+            raise UpdownError(f"data.train_items={train_items}: use captions (cross-entropy) or images (SCST)")
+        self.train_items = train_items  # images: one row per image with its references (stage=scst)
         self.cache_dir = cache_dir
         self.preprocess_args = {"max_caption_length": max_caption_length, "min_word_count": min_word_count,
                                 "vocab_splits": list(vocab_splits)}
@@ -201,7 +207,10 @@ class CaptionDataModule(FeatureDataModule):
         for split, files in self.splits.items():
             stores = self.stores(split)
             source = ", ".join(as_list(files.get("captions"))) or split
-            if split == "train":
+            if split == "train" and self.train_items == "images":
+                self.datasets[split] = CaptionImages(arrays["train/image_ids"], self.meta["references"]["train"],
+                                                     stores, source)
+            elif split == "train":
                 self.datasets[split] = CaptionPairs(arrays["train/tokens"], arrays["train/caption_image_ids"],
                                                     stores, source)
             elif f"{split}/image_ids" in arrays:

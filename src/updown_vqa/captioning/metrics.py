@@ -1,6 +1,8 @@
-"""Caption metrics: CIDEr-D as the COCO caption evaluation computes it, and corpus BLEU-1..n.
+"""Caption metrics in process: CIDEr-D and corpus BLEU-1..n as the COCO caption toolkit computes them.
 
-Inputs are already tokenised, lower-cased strings whose tokens are separated by spaces.
+Inputs are already tokenised, lower-cased strings whose tokens are separated by spaces. On the same
+tokenised captions both equal pycocoevalcap's `Cider` and `Bleu` to 1e-6 (tests/captioning/test_coco_eval.py);
+the full toolkit with its PTB tokeniser, METEOR and ROUGE-L is `captioning.coco_eval`.
 CIDEr-D: Vedantam et al., CVPR 2015; code: tylin/coco-caption pycocoevalcap/cider/cider_scorer.py.
 """
 
@@ -9,8 +11,6 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
-
-from torchmetrics.text import BLEUScore
 
 NgramCounts = Counter  # n-gram tuple -> count
 
@@ -83,6 +83,35 @@ def _similarity(hypothesis, reference, sigma: float) -> list[float]:
     return values
 
 
+class CiderD:
+    """CIDEr-D of candidates against fixed references, with idf from those references (their images).
+
+    `cider_d` scores a split against its own references; SCST builds one from the training references
+    once, so that its rewards use the training set's document frequencies (as self-critical.pytorch).
+    """
+
+    def __init__(self, references: Mapping[Hashable, Sequence[str]], n: int = 4, sigma: float = 6.0):
+        self.n, self.sigma = n, sigma
+        self.references = references
+        cooked = [[ngram_counts(ref, n) for ref in refs] for refs in references.values()]
+        self.frequency = document_frequency(cooked)
+        self.log_images = math.log(max(1.0, float(len(references))))
+        self._cooked: dict[Hashable, list] = {}  # image id -> tf-idf of each reference, built on first use
+
+    def _refs(self, image_id: Hashable) -> list:
+        if image_id not in self._cooked:
+            self._cooked[image_id] = [_tfidf(ngram_counts(ref, self.n), self.frequency, self.log_images, self.n)
+                                      for ref in self.references[image_id]]
+        return self._cooked[image_id]
+
+    def score(self, candidate: str, image_id: Hashable) -> float:
+        """10 * mean over the image's references of the mean over orders of the penalised clipped cosine."""
+        hypothesis = _tfidf(ngram_counts(candidate, self.n), self.frequency, self.log_images, self.n)
+        refs = self._refs(image_id)
+        total = sum(sum(_similarity(hypothesis, ref, self.sigma)) / self.n for ref in refs)
+        return 10.0 * total / len(refs)
+
+
 def cider_d(
     candidates: Mapping[Hashable, str],
     references: Mapping[Hashable, Sequence[str]],
@@ -95,25 +124,51 @@ def cider_d(
     times exp(-delta^2 / (2 sigma^2)); idf = log(#images) - log(max(1, df)), df over the references.
     """
     image_ids = _check_ids(candidates, references)
-    cooked_refs = [[ngram_counts(ref, n) for ref in references[image_id]] for image_id in image_ids]
-    frequency = document_frequency(cooked_refs)
-    log_images = math.log(max(1.0, float(len(image_ids))))
-    per_image = {}
-    for image_id, refs in zip(image_ids, cooked_refs):
-        hypothesis = _tfidf(ngram_counts(candidates[image_id], n), frequency, log_images, n)
-        total = 0.0
-        for ref in refs:
-            total += sum(_similarity(hypothesis, _tfidf(ref, frequency, log_images, n), sigma)) / n
-        per_image[image_id] = 10.0 * total / len(refs)
+    scorer = CiderD({image_id: references[image_id] for image_id in image_ids}, n, sigma)
+    per_image = {image_id: scorer.score(candidates[image_id], image_id) for image_id in image_ids}
     score = sum(per_image.values()) / len(per_image) if per_image else 0.0
     return score, per_image
+
+
+_TINY, _SMALL = 1e-15, 1e-9  # the toolkit's smoothing: a zero count gives (1e-15 / 1e-9), not 0
+
+
+def _bleu_counts(candidate: str, references: Sequence[str], n: int) -> tuple[int, int, list[int], list[int]]:
+    """(candidate length, closest reference length, clipped matches and candidate n-grams per order)."""
+    counts = ngram_counts(candidate, n)
+    most = Counter()
+    for ref in references:
+        most |= ngram_counts(ref, n)  # the most times each n-gram occurs in one reference
+    length = len(candidate.split())
+    closest = min((abs(len(ref.split()) - length), len(ref.split())) for ref in references)[1]
+    correct = [0] * n
+    for ngram, count in counts.items():
+        correct[len(ngram) - 1] += min(most[ngram], count)
+    guesses = [max(0, length - k) for k in range(n)]
+    return length, closest, correct, guesses
 
 
 def bleu(
     candidates: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]], n: int = 4
 ) -> list[float]:
-    """Corpus BLEU-1..n in [0, 1] (torchmetrics BLEUScore, uniform weights, no smoothing)."""
+    """Corpus BLEU-1..n in [0, 1] exactly as the COCO caption toolkit (pycocoevalcap `Bleu`) computes it.
+
+    Its choices: the reference length of each image is the closest one (the shorter on a tie); n-gram
+    precisions are (matches + 1e-15) / (guesses + 1e-9), so an order without matches gives a tiny
+    score, not 0; brevity penalty exp(1 - r/c) when the corpus is shorter than its references.
+    """
     image_ids = _check_ids(candidates, references)
-    predictions = [candidates[image_id] for image_id in image_ids]
-    targets = [list(references[image_id]) for image_id in image_ids]
-    return [float(BLEUScore(n_gram=order)(predictions, targets)) for order in range(1, n + 1)]
+    length = reference = 0
+    correct, guesses = [0] * n, [0] * n
+    for image_id in image_ids:
+        c, r, matched, guessed = _bleu_counts(candidates[image_id], references[image_id], n)
+        length, reference = length + c, reference + r
+        correct = [a + b for a, b in zip(correct, matched)]
+        guesses = [a + b for a, b in zip(guesses, guessed)]
+    ratio = (length + _TINY) / (reference + _SMALL)
+    penalty = math.exp(1 - 1 / ratio) if ratio < 1 else 1.0
+    scores, product = [], 1.0
+    for k in range(n):
+        product *= (correct[k] + _TINY) / (guesses[k] + _SMALL)
+        scores.append(product ** (1 / (k + 1)) * penalty)
+    return scores

@@ -193,6 +193,31 @@ class UpDownCaptioner(nn.Module):
                 break
         return torch.stack(tokens, 1), torch.stack(attention, 1)
 
+    def sample(
+        self, features: Tensor, mask: Tensor, samples: int = 5, max_length: int = 20
+    ) -> tuple[Tensor, Tensor]:
+        """Captions drawn word by word from the model's distribution (multinomial), `samples` per image,
+        with gradients -> tokens [B * samples, L] (each image's rows together; EOS included, then pad)
+        and the log-probability of each drawn word [B * samples, L] (0 after EOS)."""
+        image = self._prepare(features, mask).repeat(samples)
+        rows = features.size(0) * samples
+        state = self._initial_state(rows, image.mean)
+        word = mask.new_full((rows,), self.bos_index, dtype=torch.long)
+        finished = torch.zeros_like(word, dtype=torch.bool)
+        tokens, log_probs = [], []
+        for _ in range(max_length):
+            logits, _, state = self._step(word, state, image)
+            step_log_probs = logits.float().log_softmax(1)  # [B * samples, V]
+            word = torch.multinomial(step_log_probs.detach().exp(), 1).squeeze(1)
+            chosen = step_log_probs.gather(1, word.unsqueeze(1)).squeeze(1)  # [B * samples]
+            word = word.masked_fill(finished, self.pad_index)
+            tokens.append(word)
+            log_probs.append(chosen.masked_fill(finished, 0.0))
+            finished = finished | (word == self.eos_index)
+            if finished.all():
+                break
+        return torch.stack(tokens, 1), torch.stack(log_probs, 1)
+
     @torch.no_grad()
     def beam_search(
         self,

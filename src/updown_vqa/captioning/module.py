@@ -1,4 +1,5 @@
-"""The LightningModule that trains the Up-Down captioner with cross-entropy and reports CIDEr-D and BLEU.
+"""The LightningModule that trains the Up-Down captioner with cross-entropy, or with self-critical
+CIDEr-D optimisation (`scst`), and reports CIDEr-D and BLEU.
 
 Also the pieces other entry points reuse: decoding a batch to strings, writing COCO-format results
 (`write_caption_results`) and the attention over regions for each generated word (`caption_attention`).
@@ -13,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from updown_vqa.captioning.data import BOS, EOS
 from updown_vqa.captioning.metrics import bleu, cider_d
 from updown_vqa.captioning.model import UpDownCaptioner, caption_loss
+from updown_vqa.captioning.scst import check_scst, mean_of_others, reward_scorer, rewards, scst_loss
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import write_json
 
@@ -30,6 +32,8 @@ class UpDownCaptioning(pl.LightningModule):
     """Wraps `UpDownCaptioner`. The vocabulary and decoding settings are hyperparameters, so a
     checkpoint alone is enough to caption images: no training caches are needed.
 
+    `scst` ({samples, baseline}; stage=scst) trains on the CIDEr-D reward of `samples` sampled captions
+    per image against a greedy or mean-of-the-other-samples baseline (`captioning.scst`).
     Adam (Kingma and Ba 2015) with step decay: lr times `lr_decay_rate` every `lr_decay_every` epochs.
     Validation decodes each image once, greedily (beam_size=1) or with beam search, and logs
     val/bleu1..4 (0-1) and val/cider (CIDEr-D; 1.0 here is reported as 100 in papers).
@@ -42,12 +46,13 @@ class UpDownCaptioning(pl.LightningModule):
                  use_image: bool = True, lr: float = 5e-4, lr_decay_every: int = 3,
                  lr_decay_rate: float = 0.8, beam_size: int = 1, max_decode_length: int = 20,
                  length_penalty: float = 0.0, max_caption_length: int = 16,
-                 feature_attrs: dict | None = None):
+                 feature_attrs: dict | None = None, scst: dict | None = None):
         super().__init__()
         # Plain Python, not the OmegaConf nodes Hydra passes, so that checkpoints load with weights_only.
         vocab = [str(word) for word in vocab]
         if isinstance(feature_attrs, DictConfig):
             feature_attrs = OmegaConf.to_container(feature_attrs)
+        scst = check_scst(scst) if scst is not None else None  # None: cross-entropy (stage=xe)
         if vocab[2:4] != [BOS, EOS]:
             raise UpdownError(f"vocab must hold {BOS} and {EOS} at indices 2 and 3, got {vocab[:4]}; "
                               "build it with updown_vqa.captioning.data.preprocess_captions")
@@ -56,15 +61,53 @@ class UpDownCaptioning(pl.LightningModule):
                                      dropout, use_image, pad_index=0, bos_index=2, eos_index=3)
         self.candidates: dict[int, str] = {}
         self.references: dict[int, list[str]] = {}
+        self.reward_scorer = None  # SCST: CIDEr-D with the training set's idf, built when training starts
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Teacher-forced logits [B, T-1, V] predicting batch["tokens"][:, 1:]."""
         return self.model(batch["features"].to(self.dtype), batch["mask"], batch["tokens"])
 
+    def on_train_start(self) -> None:
+        if self.hparams.scst and self.reward_scorer is None:
+            train = self.trainer.datamodule.datasets["train"]
+            if getattr(train, "references", None) is None:
+                raise UpdownError("stage=scst trains on images with their references: set data.train_items=images")
+            self.reward_scorer = reward_scorer(train.image_ids.tolist(), train.references)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.hparams.scst:
+            return self.scst_step(batch)
         loss = caption_loss(self(batch), batch["tokens"][:, 1:], self.model.pad_index)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["tokens"]))
         return loss
+
+    def scst_step(self, batch: dict) -> torch.Tensor:
+        """Self-critical step: sample captions, reward them by CIDEr-D, raise those above the baseline."""
+        terms = self.scst_terms(batch)
+        size = len(batch["image_ids"])
+        self.log("train/loss", terms["loss"], prog_bar=True, batch_size=size)
+        self.log("train/reward", terms["rewards"].mean(), prog_bar=True, batch_size=size)
+        self.log("train/reward_baseline", terms["baselines"].mean(), batch_size=size)
+        return terms["loss"]
+
+    def scst_terms(self, batch: dict) -> dict:
+        """The sampled tokens [B * n, L], their rewards and baselines [B * n] and the SCST loss."""
+        hp, model = self.hparams, self.model
+        samples, features = hp.scst["samples"], batch["features"].to(self.dtype)
+        tokens, log_probs = model.sample(features, batch["mask"], samples, hp.max_decode_length)
+        image_ids = batch["image_ids"].tolist()
+        sampled = rewards(self.reward_scorer, tokens, [i for i in image_ids for _ in range(samples)],
+                          hp.vocab, model.eos_index)  # [B * n]
+        if hp.scst["baseline"] == "greedy":  # the test-time decoding: dropout off
+            model.eval()
+            greedy, _ = model.greedy(features, batch["mask"], hp.max_decode_length)
+            model.train()
+            baseline = rewards(self.reward_scorer, greedy, image_ids, hp.vocab, model.eos_index)
+            baseline = baseline.repeat_interleave(samples)
+        else:
+            baseline = mean_of_others(sampled, samples)
+        loss = scst_loss(log_probs, tokens, (sampled - baseline).to(self.device), model.eos_index)
+        return {"tokens": tokens, "rewards": sampled, "baselines": baseline, "loss": loss}
 
     def decode(self, batch: dict, beam_size: int | None = None,
                max_length: int | None = None) -> list[str]:

@@ -204,3 +204,32 @@ def requeue_slurm_job() -> None:
         error = str(e)
     if error:
         log.warning("scontrol requeue %s failed (%s); resubmit the job to resume", job, error)
+
+
+def load_init_weights(model, path: str) -> None:
+    """Start `model` (a LightningModule with a TASK) from the weights of the checkpoint `init=path`: the
+    optimizer and schedule start fresh. Another task, vocabulary, answer set or feature size is refused."""
+    checkpoint = read_checkpoint(path, key="init")
+    task = checkpoint_task(checkpoint)
+    if task != model.TASK or "state_dict" not in checkpoint:
+        what = f"a {task} checkpoint" if task else "not a checkpoint of python -m updown_vqa.train"
+        raise UpdownError(f"init={path}: {what}, not a {model.TASK} one; start from a {model.TASK} training's "
+                          "checkpoint (outputs/runs/NAME/checkpoints/best-*.ckpt)")
+    saved = checkpoint.get("hyper_parameters", {})
+    for key, name in (("vocab", "word vocabulary"), ("answers", "answer set"), ("feature_dim", "feature size")):
+        if key in saved and key in model.hparams and list_or_value(saved[key]) != list_or_value(model.hparams[key]):
+            ours, theirs = model.hparams[key], saved[key]
+            sizes = (len(theirs), len(ours)) if isinstance(ours, (list, tuple)) else (theirs, ours)
+            raise UpdownError(f"init={path}: the checkpoint's {name} ({sizes[0]}) differs from this data's "
+                              f"({sizes[1]}); start from a checkpoint trained on the same data settings")
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as e:  # other layer sizes
+        raise UpdownError(f"init={path}: its weights do not fit this model ({str(e).splitlines()[0][:200]}); "
+                          "use the model settings it was trained with") from None
+    log.info("weights from %s (optimizer and schedule start fresh)", path)
+
+
+def list_or_value(value):
+    """Lists and tuples as lists, for comparing hyperparameters saved in either form."""
+    return list(value) if isinstance(value, (list, tuple)) else value
