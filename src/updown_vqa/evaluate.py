@@ -11,8 +11,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from updown_vqa.core.errors import UpdownError
 from updown_vqa.vqa.answers import PROTOCOLS
 from updown_vqa.vqa.evaluation import ResultsError, evaluate
+from updown_vqa.vqa.schema import check_annotations, check_questions
 
 
 def _load(parser: argparse.ArgumentParser, path: Path, role: str, key: str | None):
@@ -55,6 +57,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     questions = _load(parser, args.questions, "questions", "questions")
     annotations = _load(parser, args.annotations, "annotations", "annotations")
     results = _load(parser, args.results, "results", None)
+    try:
+        questions = check_questions(str(args.questions), questions)
+        annotations = check_annotations(str(args.annotations), annotations)
+    except UpdownError as error:
+        parser.error(str(error))
     try:
         report = evaluate(questions, annotations, results, args.protocol)
     except ResultsError as error:

@@ -140,7 +140,7 @@ def extract(cfg: DictConfig) -> str:
     extractor = build_extractor(recipe, device, boxes)
     extract_to_store(images, extractor, extractor.feature_dim, cfg.out, recipe, cfg.image_size,
                      cfg.batch_size, cfg.num_workers, cfg.pin_memory, device, cfg.autocast,
-                     cfg.dtype, resume=not cfg.restart)
+                     cfg.dtype, resume=not cfg.restart, allow_nonfinite=cfg.get("allow_nonfinite", False))
     store = FeatureStore(cfg.out)
     print(f"{cfg.out}: {len(store)} images, {len(store.skipped)} skipped, up to {store.max_boxes} "
           f"regions of {store.feature_dim}-d {cfg.mode} features")

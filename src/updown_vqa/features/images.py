@@ -134,11 +134,13 @@ def extract_to_store(
     autocast: bool = False,
     dtype: str = "float32",
     resume: bool = True,
+    allow_nonfinite: bool = False,
 ) -> str:
     """Features of every image into the store `out`, skipping ids a previous run already wrote."""
     device = torch.device(device)
     _check_unfinished(out, attrs, resume)
-    with StoreWriter(out, feature_dim, dtype=dtype, attrs=attrs, resume=resume) as writer:
+    with StoreWriter(out, feature_dim, dtype=dtype, attrs=attrs, resume=resume,
+                     allow_nonfinite=allow_nonfinite) as writer:
         todo = [(i, images[i]) for i in sorted(images) if i not in writer.done_ids]
         if len(todo) < len(images):
             log.info("%s: resuming, %d of %d images already done", out, len(images) - len(todo),

@@ -16,7 +16,9 @@ import h5py
 import numpy as np
 
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.io import atomic_path
+from updown_vqa.core.io import atomic_path, no_space, write_error
+from updown_vqa.features.finite import ATTR as ALL_FINITE
+from updown_vqa.features.finite import check_features
 from updown_vqa.features.store import FORMAT_VERSION
 
 BLOCK_IMAGES = 256  # images buffered in memory before a write
@@ -37,8 +39,10 @@ class StoreWriter:
         dtype: str = "float32",
         attrs: Mapping[str, object] | None = None,
         resume: bool = True,
+        allow_nonfinite: bool = False,
     ):
         self.path = str(path)
+        self.allow_nonfinite = allow_nonfinite  # else NaN or inf features are refused, naming the image
         self.work_path = f"{self.path}.work.h5"
         self.feature_dim = int(feature_dim)
         self.dtype = np.dtype(dtype)
@@ -49,6 +53,8 @@ class StoreWriter:
             os.remove(self.work_path)
         self._file = self._open_work()
         self._committed = tuple(int(self._file.attrs[k]) for k in COUNTS)
+        known = self._file.attrs.get(ALL_FINITE)  # None: a work file of an older version, not known
+        self.all_finite = None if known is None else bool(known)
         self.done_ids = set(self._file["image_ids"][:].tolist())
         self.skipped_ids = set(self._file["skipped"][:].tolist())
         # Reused block buffers: a fresh array per image or per flush costs page faults, not just copies.
@@ -104,6 +110,7 @@ class StoreWriter:
         f.create_dataset("skipped_reasons", (0,), string, maxshape=(None,), chunks=(1024,))
         f.attrs.update(feature_dim=self.feature_dim, dtype=self.dtype.name)
         f.attrs.update(dict.fromkeys(COUNTS, 0))
+        f.attrs[ALL_FINITE] = True
         f.flush()
         return f
 
@@ -128,6 +135,9 @@ class StoreWriter:
         if n > len(self._features):  # one image larger than a block: grow the buffers
             self._features = np.empty((n, self.feature_dim), self.dtype)
             self._boxes = np.empty((n, 4), np.float32)
+        finite = check_features(self.path, image_id, features, self.allow_nonfinite)
+        if self.all_finite is not None:
+            self.all_finite = self.all_finite and finite
         rows = slice(self._rows, self._rows + n)
         self._copy_features(image_id, features, rows)
         self._boxes[rows] = boxes
@@ -166,6 +176,16 @@ class StoreWriter:
         Writes go to the committed counts, not the dataset ends, so a flush interrupted part way
         (Ctrl-C) and run again by `close` rewrites the same places instead of appending twice.
         """
+        try:
+            self._write_blocks()
+        except (OSError, RuntimeError) as e:  # a full disk: what was committed before stays, a rerun resumes
+            full = no_space(e)
+            if full is None:
+                raise
+            self._close_quietly()
+            raise write_error(self.work_path, full, "the features") from None
+
+    def _write_blocks(self) -> None:
         f, (images, rows, skips) = self._file, self._committed
         if self._images:
             for name, values in zip(PER_IMAGE, zip(*self._images)):
@@ -178,8 +198,18 @@ class StoreWriter:
             _write_at(f["skipped_reasons"], skips, np.asarray(reasons, dtype=object))
         committed = (images + len(self._images), rows + self._rows, skips + len(self._skips))
         f.attrs.update(zip(COUNTS, committed))
+        if self.all_finite is not None:
+            f.attrs[ALL_FINITE] = self.all_finite
         f.flush()
         self._committed, self._images, self._rows, self._skips = committed, [], 0, []
+
+    def _close_quietly(self) -> None:
+        """Close the work file after a failed write without writing again (HDF5 would retry and fail)."""
+        self._images, self._rows, self._skips = [], 0, []
+        try:
+            self._file.close()
+        except Exception:  # noqa: BLE001 - the write error is what the user needs to see
+            pass
 
     def close(self) -> None:
         """Flush and close the work file without finalizing, so a later run can resume."""
@@ -199,6 +229,8 @@ class StoreWriter:
                 _SortedCopy(work, out, layout).run()
                 out.attrs.update(self.attrs)
                 out.attrs.update(dtype=self.dtype.name, format_version=FORMAT_VERSION)
+                if self.all_finite is not None:  # else unknown: the first reader scans it once
+                    out.attrs[ALL_FINITE] = self.all_finite
                 out.attrs["layout"] = layout
         os.remove(self.work_path)
         return self.path

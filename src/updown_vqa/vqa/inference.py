@@ -18,6 +18,7 @@ from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import write_json
 from updown_vqa.core.text import UNK, Vocabulary, tokenize
+from updown_vqa.features.finite import require_finite
 from updown_vqa.features.one_image import feature_recipe, image_features
 from updown_vqa.vqa.data import BatchSampler, StoreSet, VQADataset
 from updown_vqa.vqa.evaluation import evaluate
@@ -51,6 +52,8 @@ def question_loader(hparams, files: dict, split: str, batch_size: int = 512, num
               f"{split}/image_ids": np.asarray(data["image_ids"], np.int64)}
     stores = StoreSet(as_list(files.get("features")))
     _check_features(hparams, stores, split)
+    for store in stores.stores:  # NaN features would give confident answers
+        require_finite(store.path)
     dataset = VQADataset(arrays, split, stores, len(hparams.answers), source=", ".join(questions))
     sampler = BatchSampler(len(dataset), batch_size, shuffle=False)
     return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=num_workers,
