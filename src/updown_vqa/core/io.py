@@ -29,7 +29,8 @@ def fsync_folder(folder: str) -> None:
 def write_error(path: str, error: OSError, what: str = "it") -> UpdownError:
     """The one-line message for a write that failed (a full disk, a quota, a lost mount)."""
     folder = os.path.dirname(os.path.abspath(path))
-    return UpdownError(f"{path}: cannot write {what} ({error.strerror or error}); nothing already written "
+    reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]  # h5py's runs over lines
+    return UpdownError(f"{path}: cannot write {what} ({reason}); nothing already written "
                        f"was changed. Free space in {folder}, then rerun the same command")
 
 

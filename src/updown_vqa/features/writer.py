@@ -9,7 +9,10 @@ run reopens and trims to what was committed. `finalize` copies it into a contigu
 
 from __future__ import annotations
 
+import atexit
+import errno
 import os
+import sys
 from collections.abc import Mapping
 
 import h5py
@@ -25,6 +28,8 @@ BLOCK_IMAGES = 256  # images buffered in memory before a write
 BLOCK_BYTES = 64 << 20  # ... or this many bytes of features, whichever comes first
 SLICE_BYTES = 128 << 20  # features per slice copied by `finalize`
 CHUNK_BYTES = 1 << 20  # target chunk size of the work file's growing datasets
+SPACE_MARGIN = 1 << 20  # free bytes kept beyond a block's features and boxes (HDF5's metadata)
+EXIT_STATUS = [1]  # the status of a process ended by skip_hdf5_shutdown: a write failed
 COUNTS = ("num_images", "num_rows", "num_skipped")  # attrs: what the work file holds for sure
 PER_IMAGE = {"image_ids": np.int64, "image_w": np.int32, "image_h": np.int32, "num_boxes": np.int32}
 
@@ -177,6 +182,7 @@ class StoreWriter:
         (Ctrl-C) and run again by `close` rewrites the same places instead of appending twice.
         """
         try:
+            self._check_space()
             self._write_blocks()
         except (OSError, RuntimeError) as e:  # a full disk: what was committed before stays, a rerun resumes
             full = no_space(e)
@@ -184,6 +190,14 @@ class StoreWriter:
                 raise
             self._close_quietly()
             raise write_error(self.work_path, full, "the features") from None
+
+    def _check_space(self) -> None:
+        """Refuse a block that the disk cannot hold before writing any of it: HDF5 recovers badly from
+        a write that fails half way (its file can then neither flush nor close)."""
+        need = self._rows * (self.feature_dim * self.dtype.itemsize + 16) + SPACE_MARGIN
+        stats = os.statvfs(os.path.dirname(os.path.abspath(self.work_path)))
+        if self._rows and stats.f_bavail * stats.f_frsize < need:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def _write_blocks(self) -> None:
         f, (images, rows, skips) = self._file, self._committed
@@ -210,6 +224,7 @@ class StoreWriter:
             self._file.close()
         except Exception:  # noqa: BLE001 - the write error is what the user needs to see
             pass
+        skip_hdf5_shutdown()
 
     def close(self) -> None:
         """Flush and close the work file without finalizing, so a later run can resume."""
@@ -236,10 +251,26 @@ class StoreWriter:
         return self.path
 
 
+def skip_hdf5_shutdown() -> None:
+    """After a write failed mid-way, HDF5's own shutdown retries the lost writes and crashes the
+    interpreter (a segmentation fault after the error line): end the process before it runs, once the
+    other exit handlers registered after h5py's have run and the output is flushed."""
+    if not getattr(skip_hdf5_shutdown, "armed", False):
+        skip_hdf5_shutdown.armed = True
+        atexit.register(_exit_now)
+
+
+def _exit_now() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_STATUS[0])
+
+
 def _write_at(dataset: h5py.Dataset, start: int, values: np.ndarray) -> None:
     """Resize a growing dataset to end after `values`, written from row `start`."""
     dataset.resize(start + len(values), axis=0)
     dataset[start:] = values
+    dataset.flush()  # a full disk raises here; at the dataset's close HDF5 would only print it and lose the rows
 
 
 def _trim(f: h5py.File) -> None:
