@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.settings import check_int_args
 from updown_vqa.datasets.random_stores import synthetic_data, write_random_questions
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.vqa.data import VQADataModule, VQADataset
@@ -302,7 +303,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--hidden-dim", type=int, default=1024)
     train.add_argument("--embed-dim", type=int, default=300)
     train.add_argument("--repeats", type=int, default=1, help="alternate runs, report the best of each")
-    return parser.parse_args(argv)
+    return check_int_args(parser, parser.parse_args(argv), non_negative=("num_workers", "warmup", "seed"))
 
 
 def main(argv=None) -> None:

@@ -45,7 +45,7 @@ def has_run(folder: str) -> bool:
 def run_dir(base: str, resume) -> str:
     """`base`; with resume=never and a run already there, the first `base-N` beside it without one.
     A folder that a live training holds stops the command here, before Hydra writes into it."""
-    if str(resume) != "never":
+    if str(resume) != "never" and not os.path.isfile(os.path.join(base, CHECKPOINTS, FINISHED)):
         try:
             check_free(base)
         except UpdownError as e:

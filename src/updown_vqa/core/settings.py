@@ -86,3 +86,14 @@ def check_splits(cfg: DictConfig) -> None:
         if not val.get(part):
             raise UpdownError(f"data.val.{part} is not set; training validates on data.val, which needs "
                               "questions, annotations and features")
+
+
+def check_int_args(parser, args, non_negative=("num_workers", "seed")):
+    """argparse's integer options all positive (those named in `non_negative` may be 0): else the
+    parser's one error line and exit status 2."""
+    for name, value in vars(args).items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            low = 0 if name in non_negative else 1
+            if value < low:
+                parser.error(f"--{name.replace('_', '-')} {value}: must be an integer >= {low}")
+    return args
