@@ -221,8 +221,16 @@ class VQADataModule(pl.LightningDataModule):
         self.samplers: dict[str, BatchSampler] = {}
         self.train_position: dict | None = None  # {"epoch", "start_batch"} a resumed run starts from
 
-    def _preprocess(self) -> str:
-        return preprocess(self.splits, self.cache_dir, **self.preprocess_args)
+    def _stage_splits(self, stage: str | None) -> dict:
+        """The splits a stage reads: training needs only train and val (and any split the answer or
+        word vocabulary is counted on), not the test files; other stages read every configured split."""
+        if stage not in (None, "fit", "validate"):
+            return self.splits
+        needed = {"train", "val", *self.preprocess_args["answer_splits"], *self.preprocess_args["vocab_splits"]}
+        return {k: v for k, v in self.splits.items() if k in needed}
+
+    def _preprocess(self, stage: str | None = None) -> str:
+        return preprocess(self._stage_splits(stage), self.cache_dir, **self.preprocess_args)
 
     def prepare_data(self) -> None:
         if self.builder is not None:
@@ -232,12 +240,13 @@ class VQADataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        self.meta, arrays = load_cache(self._preprocess())
-        paths = dict.fromkeys(p for files in self.splits.values() for p in as_list(files.get("features")))
+        self.meta, arrays = load_cache(self._preprocess(stage))
+        splits = self._stage_splits(stage)
+        paths = dict.fromkeys(p for files in splits.values() for p in as_list(files.get("features")))
         if paths:  # one table for all splits: a store used by two splits is cached once
             self.table = RegionTable([FeatureStore(p) for p in paths], self.feature_cache)
             self.table.pin = self.pin_memory and torch.cuda.is_available()
-        for split, files in self.splits.items():
+        for split, files in splits.items():
             stores = StoreSet(as_list(files.get("features")), self.table)
             self.datasets[split] = VQADataset(arrays, split, stores, len(self.answers),
                                               source=", ".join(as_list(files.get("questions"))))
