@@ -33,7 +33,10 @@ class NonFiniteLoss(Callback):
         self._batch, self._skip_step = batch, False
 
     def on_before_backward(self, trainer, pl_module, loss: torch.Tensor) -> None:
-        if bool(torch.isfinite(loss.detach()).all()):
+        bad = (~torch.isfinite(loss.detach())).any().float()
+        if trainer.world_size > 1:  # every DDP process stops, or skips, at the same step
+            bad = trainer.strategy.reduce(bad, reduce_op="max")
+        if not bool(bad):
             return
         where = f"step {trainer.global_step} (epoch {trainer.current_epoch})"
         cause = self._cause(trainer)
