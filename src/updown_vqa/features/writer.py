@@ -85,7 +85,7 @@ class StoreWriter:
         except OSError as e:
             raise UpdownError(
                 f"{self.work_path}: cannot reopen the unfinished work file ({e}); "
-                "delete it or start over (--restart / resume=False)"
+                "if no other run is writing it, start over (--restart, restart=true)"
             ) from e
         found = (int(f.attrs.get("feature_dim", -1)), str(f.attrs.get("dtype", "?")))
         if found != (self.feature_dim, self.dtype.name):
