@@ -79,3 +79,8 @@ def test_a_second_training_of_a_held_run_folder_stops_before_writing_there(data_
     assert output.count("error: ") == 1 and "Traceback" not in output
     assert f"pid {other_process}" in output and "name=OTHER" in output
     assert sorted(os.listdir(run)) == [".lock"]  # the owner's .hydra/, metrics and checkpoints untouched
+
+
+def test_the_holder_itself_may_resolve_its_run_folder_again(tmp_path):
+    with RunLock(str(tmp_path)):  # DDP's launcher resolves hydra.run.dir again in the holding process
+        lock_module.check_free(str(tmp_path))

@@ -52,7 +52,8 @@ def check_free(folder: str) -> None:
     """Refuse a run folder that a live training holds (before Hydra writes its .hydra/ there)."""
     lock = RunLock(folder)
     owner = lock._owner() if os.path.exists(lock.path) else None
-    if owner is not None and not stale(owner) and main_process():
+    ours = owner is not None and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname()
+    if owner is not None and not ours and not stale(owner) and main_process():  # (DDP's launcher asks again)
         raise lock.busy(owner)
 
 
