@@ -182,3 +182,13 @@ def test_convert_tsv_resumes_only_onto_the_same_input(tmp_path, capsys, monkeypa
     assert err.count("error: ") == 1 and "big.tsv" in err and "good.tsv" in err and "--restart" in err
     assert convert_main([good, "--out", out, "--restart"]) == 0
     assert FeatureStore(out).image_ids.tolist() == [20, 21, 22]
+
+
+def test_visualize_of_a_captioning_checkpoint_refuses_nan_features(tmp_path):
+    from updown_vqa.captioning.inference import caption_picture
+
+    path = str(tmp_path / "f.h5")
+    write_store(path, [1, 2], [(9, 9)] * 2, [np.zeros((1, 4))] * 2, [np.ones((1, D)), np.full((1, D), np.inf)],
+                allow_nonfinite=True)
+    with pytest.raises(UpdownError, match=r"f.h5: non-finite features \(NaN or inf\) for image id 2"):
+        caption_picture(None, {"features": path}, 1, str(tmp_path))
