@@ -32,20 +32,38 @@ def quote_free_text(argv: list[str], keys=("question", "image", "ckpt", "weights
     return out
 
 
+TYPED: dict[str, str] = {}  # free text taken from the command line as typed, out of Hydra's reach
+PLACEHOLDER = "as_typed"
+
+
+def take_typed(argv: list[str], keys=("question",)) -> list[str]:
+    """Keep `key=TEXT` verbatim in TYPED (Hydra would resolve `${...}` in it and refuse `???`); Hydra sees
+    a placeholder instead."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in keys:
+            TYPED[key] = value
+            arg = f"{key}={PLACEHOLDER}"
+        out.append(arg)
+    return out
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="extract/answer")
 @command
 def _main(cfg: DictConfig) -> None:
     from updown_vqa.vqa.inference import answer_image
 
     boxes = OmegaConf.to_container(cfg.boxes) if cfg.boxes is not None else None
-    answers = answer_image(cfg.ckpt, cfg.image, cfg.question, boxes, cfg.top_k, cfg.weights, cfg.device)
-    print(cfg.question)
+    question = TYPED.get("question", cfg.question)
+    answers = answer_image(cfg.ckpt, cfg.image, question, boxes, cfg.top_k, cfg.weights, cfg.device)
+    print(question)
     for answer, score in answers:
         print(f"  {answer:<20} {score:.3f}")
 
 
 def main() -> None:
-    sys.argv[1:] = quote_free_text(sys.argv[1:])
+    sys.argv[1:] = quote_free_text(take_typed(sys.argv[1:]))
     _main()
 
 

@@ -20,6 +20,7 @@ from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import atomic_write
 from updown_vqa.vqa.answers import PROTOCOLS
 from updown_vqa.vqa.evaluation import ResultsError, evaluate
+from updown_vqa.vqa.schema import check_annotations, check_questions
 from updown_vqa.vqa.task_evaluation import REQUIRED, evaluate_task
 
 
@@ -78,6 +79,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     questions = _load(parser, args.questions, "questions", "questions")
     annotations = _load(parser, args.annotations, "annotations", "annotations")
     results = _load(parser, args.results, "results", None)
+    try:
+        questions = check_questions(str(args.questions), questions)
+        annotations = check_annotations(str(args.annotations), annotations)
+    except UpdownError as error:
+        parser.error(str(error))
     try:
         report = evaluate(questions, annotations, results, args.protocol)
     except ResultsError as error:

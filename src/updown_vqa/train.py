@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 
 import hydra
 import pytorch_lightning as pl
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from updown_vqa.core.checkpointing import AtomicCheckpointIO, TrainingStopped, load_init_weights
+from updown_vqa.core.checkpointing import (
+    AtomicCheckpointIO,
+    TrainingStopped,
+    checkpoint_task,
+    load_init_weights,
+    read_checkpoint,
+)
+from updown_vqa.core.cli import as_error
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.lock import RunLock, main_process
+from updown_vqa.core.numerics import NonFiniteLoss
 from updown_vqa.core.paths import config_dir
 from updown_vqa.core.resume import finished_run, keep_csv_metrics, resume_checkpoint, write_finished
+from updown_vqa.core.settings import check_settings
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +46,13 @@ def build_model(cfg: DictConfig, datamodule) -> pl.LightningModule:
 
 
 def check_checkpoint(path: str, model: pl.LightningModule) -> None:
-    """Refuse a checkpoint whose answers or feature size differ from this data's, naming both."""
-    if not os.path.isfile(path):
-        raise UpdownError(f"resume={path}: checkpoint not found")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
-    except Exception as e:  # truncated or not a checkpoint
-        raise UpdownError(f"resume={path}: cannot load the checkpoint ({type(e).__name__}: {e})") from e
+    """Refuse a checkpoint of another task, or whose answers or feature size differ from this data's."""
+    checkpoint = read_checkpoint(path, mmap=True, key="resume")  # refuses pickled code in one line
+    task, ours = checkpoint_task(checkpoint), getattr(model, "TASK", None)
+    if ours and task and task != ours:
+        raise UpdownError(f"resume={path}: a {task} checkpoint, but this run trains {ours} (task={ours}); "
+                          f"resume from a {ours} checkpoint, or train with task={task}")
+    saved = checkpoint.get("hyper_parameters") or {}
     for key in ("feature_dim", "answers"):
         if key in saved and saved[key] != model.hparams[key]:
             what = f"{len(saved[key])} answers" if key == "answers" else saved[key]
@@ -66,10 +76,18 @@ def start_from_init(cfg: DictConfig, model: pl.LightningModule, resuming: bool) 
 
 def train(cfg: DictConfig) -> dict:
     """Fit the model, resuming as `resume` says, and return the final metrics and the best checkpoint."""
+    check_settings(cfg)  # before anything runs: a bad number is one error naming its key
     smoke = bool(cfg.trainer.get("fast_dev_run"))  # writes no checkpoints: neither resumes nor finishes a run
     finished = None if smoke else finished_run(cfg.get("resume"), cfg.checkpoint.dirpath)
     if finished is not None:
         return finished
+    run_folder = os.path.dirname(os.path.abspath(cfg.checkpoint.dirpath))
+    with RunLock(run_folder) if main_process() else contextlib.nullcontext():  # one training per folder
+        return _fit(cfg, smoke)
+
+
+def _fit(cfg: DictConfig, smoke: bool) -> dict:
+    """`train` once the run folder is ours."""
     ckpt_path = None if smoke else resume_checkpoint(cfg.get("resume"), cfg.checkpoint.dirpath)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
@@ -78,6 +96,7 @@ def train(cfg: DictConfig) -> dict:
     model = build_model(cfg, datamodule)
     start_from_init(cfg, model, resuming=bool(ckpt_path))
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
+    callbacks.append(NonFiniteLoss(cfg.get("nonfinite", "error")))  # before a NaN loss reaches the weights
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
     if ckpt_path:
@@ -105,7 +124,10 @@ def run(cfg: DictConfig) -> float | None:
     """`train` for a command line: an UpdownError is one line on stderr and exit status 1."""
     try:
         metrics = train(cfg)
-    except UpdownError as e:
+    except Exception as e:  # noqa: BLE001 - UpdownError, or a full disk wrapped by torch or h5py
+        e = e if isinstance(e, UpdownError) else as_error(e)
+        if e is None:
+            raise
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -75,7 +75,7 @@ def test_float16_store_equals_the_cast(tmp_path):
 
 
 def test_float16_overflow_is_an_error_but_inf_and_nan_pass(tmp_path):
-    with StoreWriter(str(tmp_path / "f.h5"), D, dtype="float16") as writer:
+    with StoreWriter(str(tmp_path / "f.h5"), D, dtype="float16", allow_nonfinite=True) as writer:
         features = np.full((2, D), 7e4, np.float32)
         with pytest.raises(UpdownError, match="image id 4 has features beyond the float16 range"):
             writer.add(4, 10, 10, np.zeros((2, 4)), features)

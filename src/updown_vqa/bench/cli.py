@@ -43,6 +43,7 @@ from updown_vqa.bench.training import (
     train_model,
 )
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.settings import check_int_args
 from updown_vqa.datasets.random_stores import synthetic_data, write_random_questions
 from updown_vqa.features.store import FeatureStore
 
@@ -169,7 +170,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.add_argument("--embed-dim", type=int, default=300)
     train.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
     train.add_argument("--compile", action="store_true", help="torch.compile the model")
-    return parser.parse_args(argv)
+    return check_int_args(parser, parser.parse_args(argv), non_negative=("num_workers", "warmup", "seed"))
 
 
 def main(argv=None) -> None:

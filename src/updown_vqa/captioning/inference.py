@@ -14,6 +14,7 @@ from updown_vqa.core.cache import as_list
 from updown_vqa.core.checkpointing import load_module
 from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.features.finite import require_finite
 from updown_vqa.features.loading import StoreSet
 from updown_vqa.vqa.pictures import find_image
 
@@ -48,7 +49,10 @@ def predict(cfg: DictConfig) -> dict:
 
 def caption_picture(model, files: dict, image_id: int, image_dir: str) -> dict:
     """Everything `show_caption_attention` draws: the greedy caption's words and attention [L, K]."""
-    read = StoreSet(as_list(files.get("features"))).read([image_id], f"image_id={image_id}")  # [1, K, D], [1, K, 4]
+    stores = StoreSet(as_list(files.get("features")))
+    for store in stores.stores:  # NaN features would draw confident attention
+        require_finite(store.path)
+    read = stores.read([image_id], f"image_id={image_id}")  # features [1, K, D], boxes [1, K, 4], num_boxes [1]
     count = int(read["num_boxes"][0])
     batch = {"features": torch.from_numpy(np.asarray(read["features"])),
              "mask": torch.arange(read["features"].shape[1])[None] < count}

@@ -9,6 +9,7 @@ any, is left as it was.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -28,8 +29,24 @@ def fsync_folder(folder: str) -> None:
 def write_error(path: str, error: OSError, what: str = "it") -> UpdownError:
     """The one-line message for a write that failed (a full disk, a quota, a lost mount)."""
     folder = os.path.dirname(os.path.abspath(path))
-    return UpdownError(f"{path}: cannot write {what} ({error.strerror or error}); nothing already written "
+    reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]  # h5py's runs over lines
+    return UpdownError(f"{path}: cannot write {what} ({reason}); nothing already written "
                        f"was changed. Free space in {folder}, then rerun the same command")
+
+
+def no_space(error: BaseException | None) -> OSError | None:
+    """The ENOSPC (or EDQUOT) behind `error`, which torch's zip writer and h5py wrap in their own
+    exceptions (`RuntimeError: ... unexpected pos`), found along the cause and context chain."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return error
+        text = str(error)
+        if "No space left on device" in text or "errno = 28" in text or "Disk quota exceeded" in text:
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 @contextlib.contextmanager
@@ -46,8 +63,11 @@ def atomic_path(path: str, what: str = "it") -> Iterator[str]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_folder(folder)
-    except OSError as e:  # a full disk, a quota, a lost mount: the previous file is intact
-        raise write_error(path, e, what) from e
+    except (OSError, RuntimeError) as e:  # a full disk, a quota, a lost mount: the previous file is intact
+        cause = e if isinstance(e, OSError) else no_space(e)  # torch.save wraps ENOSPC in a RuntimeError
+        if cause is None:
+            raise
+        raise write_error(path, cause, what) from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -26,8 +26,10 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger
 
 from updown_vqa.core.checkpointing import LAST, UnreadableCheckpoint, read_checkpoint
+from updown_vqa.core.cli import fail
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import write_json
+from updown_vqa.core.lock import check_free
 
 log = logging.getLogger(__name__)
 FINISHED = "finished.json"
@@ -41,7 +43,13 @@ def has_run(folder: str) -> bool:
 
 
 def run_dir(base: str, resume) -> str:
-    """`base`; with resume=never and a run already there, the first `base-N` beside it without one."""
+    """`base`; with resume=never and a run already there, the first `base-N` beside it without one.
+    A folder that a live training holds stops the command here, before Hydra writes into it."""
+    if str(resume) != "never" and not os.path.isfile(os.path.join(base, CHECKPOINTS, FINISHED)):
+        try:
+            check_free(base)
+        except UpdownError as e:
+            fail(str(e))
     if str(resume) != "never" or not has_run(base):
         return base
     n = 1

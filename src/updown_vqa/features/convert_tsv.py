@@ -20,7 +20,9 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from updown_vqa.core.cli import as_error
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.features.work import check_inputs, file_identity, remove_inputs
 from updown_vqa.features.writer import StoreWriter
 
 FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
@@ -211,6 +213,7 @@ def convert(
     skip_bad: bool = False,
     restart: bool = False,
     progress: bool = True,
+    allow_nonfinite: bool = False,
 ) -> dict[str, object]:
     """Convert TSV files into the store at `out`; returns counts of images, resumed and bad lines."""
     missing = [p for p in paths if not os.path.isfile(p)]
@@ -223,7 +226,9 @@ def convert(
     }
     total = sum(os.path.getsize(p) for p in paths)
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress)
-    with bar, StoreWriter(out, first_feature_dim(paths), dtype, attrs, not restart) as writer:
+    check_inputs(out, {f"input {i + 1}": file_identity(p) for i, p in enumerate(paths)}, restart, "--restart")
+    dim = first_feature_dim(paths)
+    with bar, StoreWriter(out, dim, dtype, attrs, not restart, allow_nonfinite) as writer:
         converter = Converter(writer, skip_bad, bar)
         for path in paths:
             converter.convert_file(path)
@@ -232,6 +237,7 @@ def convert(
         bar.set_postfix(images=len(writer.done_ids), bad=len(converter.bad), refresh=False)
         bar.close()
         writer.finalize(layout)
+    remove_inputs(out)
     return {"images": len(writer.done_ids), "resumed": converter.resumed, "bad": converter.bad}
 
 
@@ -244,10 +250,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layout", choices=("padded", "flat"), default="padded")
     parser.add_argument("--skip-bad", action="store_true", help="skip and count malformed lines")
     parser.add_argument("--restart", action="store_true", help="discard an unfinished run's work")
+    parser.add_argument("--allow-nonfinite", action="store_true", help="keep NaN or inf features")
     args = parser.parse_args(argv)
     try:
-        summary = convert(args.tsv, args.out, args.dtype, args.layout, args.skip_bad, args.restart)
-    except UpdownError as e:
+        summary = convert(args.tsv, args.out, args.dtype, args.layout, args.skip_bad, args.restart,
+                          allow_nonfinite=args.allow_nonfinite)
+    except (UpdownError, OSError, RuntimeError) as e:
+        e = e if isinstance(e, UpdownError) else as_error(e)
+        if e is None:
+            raise
         work = f"{args.out}.work.h5"
         kept = (
             f" (images so far are kept in {work}; a rerun resumes)" if os.path.exists(work) else ""

@@ -27,6 +27,7 @@ from updown_vqa.features.boxes import BoxExtractor, check_boxes
 from updown_vqa.features.images import extract_to_store, list_keyed_images
 from updown_vqa.features.rois import build_trunk, normalize_images, weights_record
 from updown_vqa.features.store import FeatureStore
+from updown_vqa.features.work import check_inputs, file_identity, remove_inputs
 
 log = logging.getLogger(__name__)
 MODES = ("grid", "boxes", "regions")
@@ -136,11 +137,15 @@ def extract(cfg: DictConfig) -> str:
         print(f"{cfg.out}: up to date ({len(images)} images, same settings); nothing to do")
         return cfg.out
     boxes = check_boxes(load_boxes(cfg.boxes), images, cfg.boxes) if cfg.mode == "boxes" else None
+    inputs = {"images": os.path.abspath(cfg.images), "boxes": file_identity(cfg.boxes) if cfg.boxes else None}
+    check_inputs(cfg.out, inputs, cfg.restart, "restart=true")  # an unfinished store resumes on its own inputs
     device = choose_device(cfg.device)
     extractor = build_extractor(recipe, device, boxes)
     extract_to_store(images, extractor, extractor.feature_dim, cfg.out, recipe, cfg.image_size,
                      cfg.batch_size, cfg.num_workers, cfg.pin_memory, device, cfg.autocast,
-                     cfg.dtype, resume=not cfg.restart, image_keys=keys)
+                     cfg.dtype, resume=not cfg.restart, image_keys=keys,
+                     allow_nonfinite=cfg.get("allow_nonfinite", False))
+    remove_inputs(cfg.out)
     store = FeatureStore(cfg.out)
     print(f"{cfg.out}: {len(store)} images, {len(store.skipped)} skipped, up to {store.max_boxes} "
           f"regions of {store.feature_dim}-d {cfg.mode} features")

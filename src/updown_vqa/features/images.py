@@ -154,13 +154,15 @@ def extract_to_store(
     dtype: str = "float32",
     resume: bool = True,
     image_keys: list[str] | None = None,
+    allow_nonfinite: bool = False,
 ) -> str:
     """Features of every image into the store `out`, skipping ids a previous run already wrote;
     `image_keys[i]` is the string key of image id i, written as the store's `image_keys`."""
     device = torch.device(device)
     keys_digest = hashlib.sha1("\n".join(image_keys).encode()).hexdigest() if image_keys else None
     _check_unfinished(out, {**attrs, "image_keys": keys_digest}, resume)  # ids are positions in the keys
-    with StoreWriter(out, feature_dim, dtype=dtype, attrs=attrs, resume=resume) as writer:
+    with StoreWriter(out, feature_dim, dtype=dtype, attrs=attrs, resume=resume,
+                     allow_nonfinite=allow_nonfinite) as writer:
         todo = [(i, images[i]) for i in sorted(images) if i not in writer.done_ids]
         if len(todo) < len(images):
             log.info("%s: resuming, %d of %d images already done", out, len(images) - len(todo),

@@ -130,9 +130,9 @@ class FeatureDataModule(SplitDataModule):
         self.worker_buffer_mb = worker_buffer_mb  # recycled batch buffers per worker: see batch_slots
         self.table: RegionTable | None = None
 
-    def open_table(self) -> None:
-        """One table for all splits: a store used by two splits is opened (and cached) once."""
-        paths = [p for files in self.splits.values() for p in as_list(files.get("features"))]
+    def open_table(self, splits: dict | None = None) -> None:
+        """One table for all splits (or those given): a store used by two splits is opened (and cached) once."""
+        paths = [p for files in (splits or self.splits).values() for p in as_list(files.get("features"))]
         self.table = open_table(paths, self.feature_cache, self.pin_memory)
         if self.feature_cache == "device":
             self.table.to(self.trainer.strategy.root_device if self.trainer else "cpu")

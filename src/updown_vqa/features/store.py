@@ -24,6 +24,8 @@ import numpy as np
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import atomic_path
+from updown_vqa.features.checks import check_store
+from updown_vqa.features.finite import check_features
 
 FORMAT_VERSION = 1
 REQUIRED = ("image_ids", "image_w", "image_h", "num_boxes", "boxes", "features")
@@ -38,8 +40,10 @@ def write_store(
     attrs: Mapping[str, object] | None = None,
     layout: str = "padded",
     dtype: str = "float32",
+    allow_nonfinite: bool = False,
 ) -> None:
-    """Write a finished, contiguous store atomically; `boxes[i]` is [n_i, 4], `features[i]` [n_i, D]."""
+    """Write a finished, contiguous store atomically; `boxes[i]` is [n_i, 4], `features[i]` [n_i, D].
+    NaN or inf features are refused unless `allow_nonfinite`; the `all_finite` attribute records them."""
     image_ids = np.asarray(list(image_ids), dtype=np.int64)
     sizes = np.asarray(list(image_sizes), dtype=np.int32).reshape(-1, 2)
     num_boxes = np.array([len(b) for b in boxes], dtype=np.int32)
@@ -47,6 +51,7 @@ def write_store(
         raise ValueError("image_ids, image_sizes, boxes and features must have one entry per image")
     if len(np.unique(image_ids)) != len(image_ids):
         raise UpdownError(f"{path}: duplicate image ids; each image may appear once in a store")
+    finite = [check_features(path, i, np.asarray(x), allow_nonfinite) for i, x in zip(image_ids, features)]
     dim = features[0].shape[1] if features else 0
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("image_ids", data=image_ids)
@@ -72,6 +77,7 @@ def write_store(
         f.attrs.update(dict(attrs or {}))
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["layout"] = layout
+        f.attrs["all_finite"] = all(finite)
 
 
 class FeatureStore:
@@ -107,6 +113,7 @@ class FeatureStore:
                 self.attrs = {k: _plain(v) for k, v in f.attrs.items()}
                 self.skipped = f["skipped"][:] if "skipped" in f else np.zeros(0, np.int64)
                 self.image_keys = f["image_keys"].asstr()[:] if "image_keys" in f else None
+                check_store(self.path, f, self.image_ids, self.num_boxes, self.offsets)  # before any read
         except OSError as e:
             raise UpdownError(
                 f"{self.path}: cannot read the features file ({e}); re-create it"

@@ -12,20 +12,27 @@ mechanism (the work file's format is private to them), and splitting it would ex
 
 from __future__ import annotations
 
+import atexit
+import errno
 import os
+import sys
 from collections.abc import Mapping
 
 import h5py
 import numpy as np
 
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.io import atomic_path
+from updown_vqa.core.io import atomic_path, no_space, write_error
+from updown_vqa.features.finite import ATTR as ALL_FINITE
+from updown_vqa.features.finite import check_features
 from updown_vqa.features.store import FORMAT_VERSION
 
 BLOCK_IMAGES = 256  # images buffered in memory before a write
 BLOCK_BYTES = 64 << 20  # ... or this many bytes of features, whichever comes first
 SLICE_BYTES = 128 << 20  # features per slice copied by `finalize`
 CHUNK_BYTES = 1 << 20  # target chunk size of the work file's growing datasets
+SPACE_MARGIN = 1 << 20  # free bytes kept beyond a block's features and boxes (HDF5's metadata)
+EXIT_STATUS = [1]  # the status of a process ended by skip_hdf5_shutdown: a write failed
 COUNTS = ("num_images", "num_rows", "num_skipped")  # attrs: what the work file holds for sure
 PER_IMAGE = {"image_ids": np.int64, "image_w": np.int32, "image_h": np.int32, "num_boxes": np.int32}
 
@@ -40,8 +47,10 @@ class StoreWriter:
         dtype: str = "float32",
         attrs: Mapping[str, object] | None = None,
         resume: bool = True,
+        allow_nonfinite: bool = False,
     ):
         self.path = str(path)
+        self.allow_nonfinite = allow_nonfinite  # else NaN or inf features are refused, naming the image
         self.work_path = f"{self.path}.work.h5"
         self.feature_dim = int(feature_dim)
         self.dtype = np.dtype(dtype)
@@ -52,6 +61,8 @@ class StoreWriter:
             os.remove(self.work_path)
         self._file = self._open_work()
         self._committed = tuple(int(self._file.attrs[k]) for k in COUNTS)
+        known = self._file.attrs.get(ALL_FINITE)  # None: a work file of an older version, not known
+        self.all_finite = None if known is None else bool(known)
         self.done_ids = set(self._file["image_ids"][:].tolist())
         self.skipped_ids = set(self._file["skipped"][:].tolist())
         # Reused block buffers: a fresh array per image or per flush costs page faults, not just copies.
@@ -77,7 +88,7 @@ class StoreWriter:
         except OSError as e:
             raise UpdownError(
                 f"{self.work_path}: cannot reopen the unfinished work file ({e}); "
-                "delete it or start over (--restart / resume=False)"
+                "if no other run is writing it, start over (--restart, restart=true)"
             ) from e
         found = (int(f.attrs.get("feature_dim", -1)), str(f.attrs.get("dtype", "?")))
         if found != (self.feature_dim, self.dtype.name):
@@ -107,6 +118,7 @@ class StoreWriter:
         f.create_dataset("skipped_reasons", (0,), string, maxshape=(None,), chunks=(1024,))
         f.attrs.update(feature_dim=self.feature_dim, dtype=self.dtype.name)
         f.attrs.update(dict.fromkeys(COUNTS, 0))
+        f.attrs[ALL_FINITE] = True
         f.flush()
         return f
 
@@ -131,6 +143,9 @@ class StoreWriter:
         if n > len(self._features):  # one image larger than a block: grow the buffers
             self._features = np.empty((n, self.feature_dim), self.dtype)
             self._boxes = np.empty((n, 4), np.float32)
+        finite = check_features(self.path, image_id, features, self.allow_nonfinite)
+        if self.all_finite is not None:
+            self.all_finite = self.all_finite and finite
         rows = slice(self._rows, self._rows + n)
         self._copy_features(image_id, features, rows)
         self._boxes[rows] = boxes
@@ -169,6 +184,25 @@ class StoreWriter:
         Writes go to the committed counts, not the dataset ends, so a flush interrupted part way
         (Ctrl-C) and run again by `close` rewrites the same places instead of appending twice.
         """
+        try:
+            self._check_space()
+            self._write_blocks()
+        except (OSError, RuntimeError) as e:  # a full disk: what was committed before stays, a rerun resumes
+            full = no_space(e)
+            if full is None:
+                raise
+            self._close_quietly()
+            raise write_error(self.work_path, full, "the features") from None
+
+    def _check_space(self) -> None:
+        """Refuse a block that the disk cannot hold before writing any of it: HDF5 recovers badly from
+        a write that fails half way (its file can then neither flush nor close)."""
+        need = self._rows * (self.feature_dim * self.dtype.itemsize + 16) + SPACE_MARGIN
+        stats = os.statvfs(os.path.dirname(os.path.abspath(self.work_path)))
+        if self._rows and stats.f_bavail * stats.f_frsize < need:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def _write_blocks(self) -> None:
         f, (images, rows, skips) = self._file, self._committed
         if self._images:
             for name, values in zip(PER_IMAGE, zip(*self._images)):
@@ -181,8 +215,19 @@ class StoreWriter:
             _write_at(f["skipped_reasons"], skips, np.asarray(reasons, dtype=object))
         committed = (images + len(self._images), rows + self._rows, skips + len(self._skips))
         f.attrs.update(zip(COUNTS, committed))
+        if self.all_finite is not None:
+            f.attrs[ALL_FINITE] = self.all_finite
         f.flush()
         self._committed, self._images, self._rows, self._skips = committed, [], 0, []
+
+    def _close_quietly(self) -> None:
+        """Close the work file after a failed write without writing again (HDF5 would retry and fail)."""
+        self._images, self._rows, self._skips = [], 0, []
+        try:
+            self._file.close()
+        except Exception:  # noqa: BLE001 - the write error is what the user needs to see
+            pass
+        skip_hdf5_shutdown()
 
     def close(self) -> None:
         """Flush and close the work file without finalizing, so a later run can resume."""
@@ -204,6 +249,8 @@ class StoreWriter:
                 _SortedCopy(work, out, layout).run()
                 out.attrs.update(self.attrs)
                 out.attrs.update(dtype=self.dtype.name, format_version=FORMAT_VERSION)
+                if self.all_finite is not None:  # else unknown: the first reader scans it once
+                    out.attrs[ALL_FINITE] = self.all_finite
                 out.attrs["layout"] = layout
                 if image_keys is not None:
                     keys = [image_keys[i] for i in out["image_ids"][:].tolist()]
@@ -212,10 +259,26 @@ class StoreWriter:
         return self.path
 
 
+def skip_hdf5_shutdown() -> None:
+    """After a write failed mid-way, HDF5's own shutdown retries the lost writes and crashes the
+    interpreter (a segmentation fault after the error line): end the process before it runs, once the
+    other exit handlers registered after h5py's have run and the output is flushed."""
+    if not getattr(skip_hdf5_shutdown, "armed", False):
+        skip_hdf5_shutdown.armed = True
+        atexit.register(_exit_now)
+
+
+def _exit_now() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_STATUS[0])
+
+
 def _write_at(dataset: h5py.Dataset, start: int, values: np.ndarray) -> None:
     """Resize a growing dataset to end after `values`, written from row `start`."""
     dataset.resize(start + len(values), axis=0)
     dataset[start:] = values
+    dataset.flush()  # a full disk raises here; at the dataset's close HDF5 would only print it and lose the rows
 
 
 def _trim(f: h5py.File) -> None:

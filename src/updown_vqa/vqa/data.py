@@ -102,15 +102,24 @@ class VQADataModule(FeatureDataModule):
                                 "answer_splits": list(answer_splits), "vocab_splits": list(vocab_splits),
                                 "dataset": dataset}
 
-    def _preprocess(self) -> str:
-        return preprocess(self.splits, self.cache_dir, **self.preprocess_args)
+    def _stage_splits(self, stage: str | None) -> dict:
+        """The splits a stage reads: training needs only train and val (and any split the answer or
+        word vocabulary is counted on), not the test files; other stages read every configured split."""
+        if stage not in (None, "fit", "validate"):
+            return self.splits
+        needed = {"train", "val", *self.preprocess_args["answer_splits"], *self.preprocess_args["vocab_splits"]}
+        return {k: v for k, v in self.splits.items() if k in needed}
+
+    def _preprocess(self, stage: str | None = None) -> str:
+        return preprocess(self._stage_splits(stage), self.cache_dir, **self.preprocess_args)
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        self.meta, arrays = load_cache(self._preprocess())
-        self.open_table()
-        for split, files in self.splits.items():
+        self.meta, arrays = load_cache(self._preprocess(stage))
+        splits = self._stage_splits(stage)
+        self.open_table(splits)
+        for split, files in splits.items():
             self.datasets[split] = VQADataset(arrays, split, self.stores(split), len(self.answers),
                                               with_accuracy=split != "train",
                                               source=", ".join(as_list(files.get("questions"))))

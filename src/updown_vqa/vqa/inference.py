@@ -19,6 +19,7 @@ from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import write_json
 from updown_vqa.core.sampling import BatchSampler
 from updown_vqa.core.text import UNK, Vocabulary, tokenize
+from updown_vqa.features.finite import require_finite
 from updown_vqa.features.loading import StoreSet
 from updown_vqa.features.one_image import feature_recipe, image_features
 from updown_vqa.vqa.data import VQADataset
@@ -57,6 +58,8 @@ def question_loader(hparams, files: dict, split: str, batch_size: int = 512, num
               f"{split}/image_ids": id_array(data["image_ids"])}
     stores = StoreSet(as_list(files.get("features")))
     _check_features(hparams, stores, split)
+    for store in stores.stores:  # NaN features would give confident answers
+        require_finite(store.path)
     question_set = VQADataset(arrays, split, stores, len(hparams.answers), source=", ".join(questions))
     sampler = BatchSampler(len(question_set), batch_size, shuffle=False)
     return DataLoader(question_set, sampler=sampler, batch_size=None, num_workers=num_workers,

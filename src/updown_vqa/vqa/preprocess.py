@@ -19,6 +19,7 @@ from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.text import Vocabulary, tokenize
 from updown_vqa.vqa.answers import candidate_accuracies, normalize_answer, soft_score
 from updown_vqa.vqa.readers import get_reader
+from updown_vqa.vqa.schema import check_annotations, check_questions
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -39,11 +40,13 @@ def load_json(path: str, key: str):
 
 def read_split(questions: Sequence[str], annotations: Sequence[str]) -> dict:
     """Questions (and annotations when given) of one split, files concatenated in order."""
-    items = [q for path in questions for q in load_json(path, "questions")]
+    items = check_questions(", ".join(questions),  # each file checked, then ids unique across files
+                            [q for path in questions for q in check_questions(path, load_json(path, "questions"))])
     out = {"question_ids": [q["question_id"] for q in items], "image_ids": [q["image_id"] for q in items],
            "questions": [q["question"] for q in items], "annotations": None}
     if annotations:
-        by_id = {a["question_id"]: a for path in annotations for a in load_json(path, "annotations")}
+        checked = [a for path in annotations for a in check_annotations(path, load_json(path, "annotations"))]
+        by_id = {a["question_id"]: a for a in check_annotations(", ".join(annotations), checked)}
         missing = [qid for qid in out["question_ids"] if qid not in by_id]
         if missing:
             raise UpdownError(f"{annotations}: no annotation for question ids {missing[:5]} "
