@@ -5,17 +5,26 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from updown_vqa.core.checkpointing import AtomicCheckpointIO, TrainingStopped
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir
-from updown_vqa.core.resume import finished_run, keep_csv_metrics, resume_checkpoint, write_finished
+from updown_vqa.core.resume import (
+    finished_run,
+    keep_csv_metrics,
+    resume_checkpoint,
+    write_failed,
+    write_finished,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +71,7 @@ def train(cfg: DictConfig) -> dict:
     if finished is not None:
         return finished
     ckpt_path = None if smoke else resume_checkpoint(cfg.get("resume"), cfg.checkpoint.dirpath)
+    started = time.monotonic()
     pl.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
@@ -87,18 +97,31 @@ def train(cfg: DictConfig) -> dict:
             print(f"best {checkpoint.monitor} {metrics['best']:.2f} at {checkpoint.best_model_path} "
                   f"(checkpoints in {checkpoint.dirpath})", flush=True)
     if not smoke and trainer.is_global_zero and trainer.state.status == "finished":
-        write_finished(cfg.checkpoint.dirpath, {"monitor": cfg.checkpoint.monitor, **metrics})
+        write_finished(cfg.checkpoint.dirpath, {"monitor": cfg.checkpoint.monitor, **metrics,
+                                                "wall_seconds": round(time.monotonic() - started, 1)})
     return metrics
 
 
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def run(cfg: DictConfig) -> float | None:
-    """`train` for a command line: an UpdownError is one line on stderr and exit status 1."""
+    """`train` for a command line: an UpdownError is one line on stderr and exit status 1; in a
+    multirun it is recorded in the job's failed.json and the other jobs go on."""
     try:
         metrics = train(cfg)
     except UpdownError as e:
         log.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        if not in_multirun():
+            sys.exit(1)
+        write_failed(cfg.paths.output_dir, str(e))
+        return None
+    except Exception as e:  # Hydra goes on with the other jobs and raises it at the end
+        if in_multirun():
+            write_failed(cfg.paths.output_dir, f"{type(e).__name__}: {e}")
+        raise
     return metrics.get("best")  # the value a Hydra sweeper optimises
 
 

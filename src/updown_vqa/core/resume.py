@@ -30,6 +30,7 @@ from updown_vqa.core.errors import UpdownError
 
 log = logging.getLogger(__name__)
 FINISHED = "finished.json"
+FAILED = "failed.json"  # in the run folder: a multirun job that ended with an error
 CHECKPOINTS = "checkpoints"  # the default checkpoint.dirpath inside a run folder
 
 
@@ -49,8 +50,15 @@ def run_dir(base: str, resume) -> str:
     return f"{base}-{n}"
 
 
+def job_dir(override_dirname: str) -> str:
+    """A multirun job's folder name from its overrides (`a=1,b=x`), with no `/` from paths in values."""
+    return override_dirname.replace("/", "_")
+
+
 if not OmegaConf.has_resolver("run_dir"):
     OmegaConf.register_new_resolver("run_dir", run_dir)
+if not OmegaConf.has_resolver("job_dir"):
+    OmegaConf.register_new_resolver("job_dir", job_dir)
 
 
 def read_finished(checkpoint_dir: str) -> dict | None:
@@ -62,12 +70,17 @@ def read_finished(checkpoint_dir: str) -> dict | None:
         return json.load(f)
 
 
-def write_finished(checkpoint_dir: str, summary: dict) -> None:
+def write_finished(checkpoint_dir: str, summary: dict, name: str = FINISHED) -> None:
     os.makedirs(checkpoint_dir, exist_ok=True)
-    tmp = os.path.join(checkpoint_dir, FINISHED + ".tmp")
+    tmp = os.path.join(checkpoint_dir, name + ".tmp")
     with open(tmp, "w") as f:
         json.dump(summary, f, indent=1)
-    os.replace(tmp, os.path.join(checkpoint_dir, FINISHED))
+    os.replace(tmp, os.path.join(checkpoint_dir, name))
+
+
+def write_failed(run_folder: str, error: str) -> None:
+    """`failed.json` in a multirun job's folder: the error that ended it, for the report."""
+    write_finished(run_folder, {"error": error}, FAILED)
 
 
 def candidates(checkpoint_dir: str) -> list[str]:
