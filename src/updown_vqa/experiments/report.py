@@ -59,7 +59,7 @@ def compare(runs: list[Run], base_runs: list[Run]) -> dict:
 def summarise(runs: list[Run], baseline: str | None = None) -> tuple[list[dict], list[str]]:
     """One row per group of finished runs, and the metrics in them (best first)."""
     finished = [r for r in runs if r.status == "finished"]
-    keys = group_keys(finished)
+    keys = group_keys(runs)  # over all runs: a group keeps its name while its seeds fail or finish
     groups: dict[str, list[Run]] = defaultdict(list)
     for run in finished:
         groups[group_name(run, keys)].append(run)
@@ -117,7 +117,7 @@ def plot(runs: list[Run], rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     finished = [r for r in runs if r.status == "finished"]
-    keys = group_keys(finished)
+    keys = group_keys(runs)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in rows:
         members = [r for r in finished if group_name(r, keys) == row["group"]]
