@@ -57,3 +57,16 @@ def test_an_interrupted_grid_resumes_with_the_same_command(data_dir, tmp_path):
     assert f"{first}: this run already finished" in again.stdout  # reported, not retrained
     assert os.path.getmtime(os.path.join(first, "checkpoints", "last.ckpt")) == checkpoint_time
     assert os.path.isfile(os.path.join(job(tmp_path, "ablation=relu*"), "checkpoints", "finished.json"))
+
+
+@pytest.mark.slow
+def test_a_joblib_grid_finds_its_finished_jobs_again(data_dir, tmp_path):
+    args = [*grid_args(data_dir, tmp_path, "ablation=base,blind"), "hydra/launcher=joblib"]
+    first = run_module("updown_vqa.train", *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    checkpoints = sorted(glob.glob(str(tmp_path / "multirun" / "ablations" / "*" / "checkpoints" / "last.ckpt")))
+    assert len(checkpoints) == 2
+    times = [os.path.getmtime(p) for p in checkpoints]
+    again = run_module("updown_vqa.train", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert [os.path.getmtime(p) for p in checkpoints] == times  # both reported, neither retrained
