@@ -87,6 +87,8 @@ def test_one_folder_of_identical_settings_is_one_group(tmp_path):
     report_main([str(tmp_path)])
     rows = read_rows(tmp_path / "report.csv")
     assert list(rows) == ["all"] and float(rows["all"]["best_mean"]) == 61.0
+    report_main([str(tmp_path), "--baseline", "model.hidden_dim=64"])  # a grid's first group, alone so far
+    assert list(read_rows(tmp_path / "report.csv")) == ["model.hidden_dim=64"]
 
 
 def test_unknown_baseline_and_empty_folder_are_one_line_errors(grid, tmp_path, capsys):

@@ -56,18 +56,24 @@ def compare(runs: list[Run], base_runs: list[Run]) -> dict:
     return {"diff_mean": diff, "diff_std": diff_std, "pairs": len(seeds), "p": p}
 
 
-def summarise(runs: list[Run], baseline: str | None = None) -> tuple[list[dict], list[str]]:
-    """One row per group of finished runs, and the metrics in them (best first)."""
-    finished = [r for r in runs if r.status == "finished"]
-    keys = group_keys(runs)  # over all runs: a group keeps its name while its seeds fail or finish
+def group_runs(runs: list[Run], baseline: str | None = None) -> dict[str, list[Run]]:
+    """The finished runs by group name; names from all runs, so a group keeps its name as seeds finish."""
+    keys = group_keys(runs, named=baseline)
     groups: dict[str, list[Run]] = defaultdict(list)
-    for run in finished:
-        groups[group_name(run, keys)].append(run)
+    for run in runs:
+        if run.status == "finished":
+            groups[group_name(run, keys)].append(run)
+    return dict(sorted(groups.items()))
+
+
+def summarise(groups: dict[str, list[Run]], baseline: str | None = None) -> tuple[list[dict], list[str]]:
+    """One row per group of finished runs, and the metrics in them (best first)."""
+    finished = [r for members in groups.values() for r in members]
     base = find_baseline(sorted(groups), baseline) if baseline else None
     metrics = ["best", *sorted({k for r in finished for k in run_values(r) if k.startswith("val/") and k != r.monitor}),
                "epochs", "wall_seconds"]
     rows = []
-    for name, members in sorted(groups.items()):
+    for name, members in groups.items():
         row = {"group": name, "n": len(members), "monitor": members[0].monitor,
                "seeds": " ".join(sorted(r.seed for r in members))}
         for metric in metrics:
@@ -109,18 +115,16 @@ def markdown(rows: list[dict], metrics: list[str], runs: list[Run]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(runs: list[Run], rows: list[dict], path: str) -> None:
+def plot(groups: dict[str, list[Run]], rows: list[dict], path: str) -> None:
     """Validation curves of the monitored metric: per group the mean over seeds and a ± std band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    finished = [r for r in runs if r.status == "finished"]
-    keys = group_keys(runs)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for row in rows:
-        members = [r for r in finished if group_name(r, keys) == row["group"]]
+        members = groups[row["group"]]
         epochs = sorted({e for r in members for e in r.curves})
         stats = [mean_std([r.curves[e][r.monitor] for r in members if r.monitor in r.curves.get(e, {})])
                  for e in epochs]
@@ -142,7 +146,8 @@ def write_report(folders: list[str], out: str | None = None, baseline: str | Non
     if not runs:
         raise UpdownError(f"{', '.join(folders)}: no run folder (.hydra/overrides.yaml) and no result.json "
                           "of a loader sweep in it; name a run or multirun folder")
-    rows, metrics = summarise(runs, baseline)
+    groups = group_runs(runs, baseline)
+    rows, metrics = summarise(groups, baseline)
     out = out or folders[0]
     os.makedirs(out, exist_ok=True)
     text = markdown(rows, metrics, runs)
@@ -152,5 +157,5 @@ def write_report(folders: list[str], out: str | None = None, baseline: str | Non
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["group"])
         writer.writeheader()
         writer.writerows(rows)
-    plot(runs, rows, os.path.join(out, "curves.png"))
+    plot(groups, rows, os.path.join(out, "curves.png"))
     return text

@@ -99,10 +99,12 @@ def find_runs(folders: list[str]) -> list[Run]:
     return [read_run(p) for p in sorted(set(paths))]
 
 
-def group_keys(runs: list[Run]) -> list[str]:
-    """The override keys whose values differ between runs (a key set in only some runs differs)."""
+def group_keys(runs: list[Run], named: str | None = None) -> list[str]:
+    """The override keys whose values differ between runs (a key set in only some runs differs),
+    and those that `named` (`key=value,...`, a baseline) names."""
     keys = sorted({k for run in runs for k in run.overrides})
-    return [k for k in keys if len({run.overrides.get(k) for run in runs}) > 1]
+    wanted = {item.partition("=")[0] for item in (named or "").split(",")}
+    return [k for k in keys if k in wanted or len({run.overrides.get(k) for run in runs}) > 1]
 
 
 def group_name(run: Run, keys: list[str]) -> str:
