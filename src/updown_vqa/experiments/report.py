@@ -69,9 +69,9 @@ def group_runs(runs: list[Run], baseline: str | None = None) -> dict[str, list[R
 def summarise(groups: dict[str, list[Run]], baseline: str | None = None) -> tuple[list[dict], list[str]]:
     """One row per group of finished runs, and the metrics in them (best first)."""
     finished = [r for members in groups.values() for r in members]
-    base = find_baseline(sorted(groups), baseline) if baseline else None
-    metrics = ["best", *sorted({k for r in finished for k in run_values(r) if k.startswith("val/") and k != r.monitor}),
-               "epochs", "wall_seconds"]
+    base = find_baseline(list(groups), baseline) if baseline and groups else None
+    others = {k for r in finished for k in run_values(r) if k.startswith("val/") and k != r.monitor}
+    metrics = ["best", *sorted(others), "epochs", "wall_seconds"]
     rows = []
     for name, members in groups.items():
         row = {"group": name, "n": len(members), "monitor": members[0].monitor,
@@ -134,7 +134,8 @@ def plot(groups: dict[str, list[Run]], rows: list[dict], path: str) -> None:
         ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
     ax.set_xlabel("epoch")
     ax.set_ylabel(rows[0]["monitor"] if rows else "")
-    ax.legend(fontsize=8)
+    if rows:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
