@@ -130,8 +130,9 @@ def plot(groups: dict[str, list[Run]], rows: list[dict], path: str) -> None:
                  for e in epochs]
         mean = [m for m, _ in stats]
         std = [s if math.isfinite(s) else 0.0 for _, s in stats]
-        ax.plot(epochs, mean, label=f"{row['group']} (n={row['n']})")
+        ax.plot(epochs, mean, marker="o", markersize=3, label=f"{row['group']} (n={row['n']})")
         ax.fill_between(epochs, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("epoch")
     ax.set_ylabel(rows[0]["monitor"] if rows else "")
     if rows:
