@@ -38,6 +38,13 @@ shapes-regions: $(STAMP)
 	done
 	$(PY) -m updown_vqa.train experiment=shapes_regions paths.data_dir=$(DATA) paths.log_dir=$(OUTPUTS) $(ARGS)
 
+# The paper's ablations (docs/experiments.md): ablation=base,relu,product,blind x seed=0,1,2 on smaller
+# shapes, into $(OUTPUTS)/multirun/ablations/<overrides>/; run again to resume; then the report against base.
+.PHONY: ablations
+ablations: $(STAMP)
+	$(PY) -m updown_vqa.train -m experiment=ablations paths.log_dir=$(OUTPUTS) $(ARGS); \
+	$(PY) -m updown_vqa.report $(OUTPUTS)/multirun/ablations --baseline ablation=base
+
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
 

@@ -62,7 +62,7 @@ the data: vocabulary, answers and feature size."""),
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 
-from updown_vqa.train import build_model
+from updown_vqa.core.training import build_model
 
 pl.seed_everything(cfg.seed)
 datamodule = instantiate(cfg.data)
@@ -139,7 +139,7 @@ from omegaconf import OmegaConf
 data_dir = os.path.abspath(CKPT_DATA) if CKPT_DATA else DATA_DIR'''),
     new_code_cell(SMALL + '''
 from updown_vqa.vqa.inference import load_vqa_model as load_model
-from updown_vqa.train import train
+from updown_vqa.core.training import train
 
 RUN_DIR = os.path.join(OUT_DIR, "attention")
 small = [] if CKPT else [*SMALL, "trainer.max_epochs=4"]

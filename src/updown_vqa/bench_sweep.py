@@ -24,8 +24,8 @@ from updown_vqa.bench import loader as bench  # the loader benchmark, a library 
 from updown_vqa.bench.training import lightning_throughput
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir
+from updown_vqa.core.training import build_model
 from updown_vqa.datasets.random_stores import synthetic_data
-from updown_vqa.train import build_model
 
 log = logging.getLogger(__name__)
 

@@ -1,24 +1,39 @@
-"""Tabulate and plot a loader sweep: `python -m updown_vqa.report OUTPUT_DIR [--out DIR]`.
+"""Tabulate and plot runs: `python -m updown_vqa.report DIR [DIR ...] [--out OUT] [--baseline GROUP]`.
 
-Writes throughput.md, .csv and .png (to OUTPUT_DIR unless --out); see `updown_vqa.bench.report`.
+Training runs (a run folder, a multirun folder, or several) give report.md, report.csv and curves.png,
+grouped by the overrides that differ, seeds as repetitions (`updown_vqa.experiments.report`). A loader
+sweep (folders of result.json, `make sweep-loader`) gives throughput.md, .csv and .png
+(`updown_vqa.bench.report`). Both are written to the first DIR unless --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import os
 import sys
 
-from updown_vqa.bench.report import write_report
+from updown_vqa.bench import report as loader_report
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.experiments import report as runs_report
+
+
+def is_loader_sweep(folder: str) -> bool:
+    return bool(glob.glob(os.path.join(folder, "**", "result.json"), recursive=True))
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m updown_vqa.report", description=__doc__.split("\n")[0])
-    parser.add_argument("output_dir", help="a sweep folder, e.g. outputs/multirun/sweep_loader/<time>")
-    parser.add_argument("--out", help="where to write the report (default: OUTPUT_DIR)")
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="run or multirun folders, or one loader sweep folder")
+    parser.add_argument("--out", help="where to write the report (default: the first DIR)")
+    parser.add_argument("--baseline", help="the group to compare with, e.g. ablation=base")
     args = parser.parse_args(argv)
     try:
-        print(write_report(args.output_dir, args.out), end="")
-    except FileNotFoundError as e:
+        if is_loader_sweep(args.dirs[0]):
+            print(loader_report.write_report(args.dirs[0], args.out), end="")
+        else:
+            print(runs_report.write_report(args.dirs, args.out, args.baseline), end="")
+    except (FileNotFoundError, UpdownError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from updown_vqa.core.cli import command
 from updown_vqa.core.paths import config_dir
-from updown_vqa.train import run
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train_detector")
+@command
 def main(cfg: DictConfig) -> float | None:
-    return run(cfg)
+    from updown_vqa.core.training import train
+
+    return train(cfg).get("best")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from conftest import compose_config, run_module, tiny_overrides
 from hydra.utils import instantiate
 
 from updown_vqa.captioning.module import UpDownCaptioning, caption_attention, write_caption_results
-from updown_vqa.train import build_model
+from updown_vqa.core.training import build_model
 
 
 def test_task_caption_swaps_data_model_experiment_and_monitor(tmp_path):

@@ -18,7 +18,7 @@ from updown_vqa.captioning.coco_eval import METRICS, evaluate_captions
 from updown_vqa.captioning.metrics import bleu, cider_d
 from updown_vqa.captioning.module import write_caption_results
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.train import build_model
+from updown_vqa.core.training import build_model
 
 WORDS = "a an the cat dog red small big circle square on in above below left of two".split()
 

@@ -16,7 +16,7 @@ from updown_vqa.captioning.scst import (
 )
 from updown_vqa.core.checkpointing import load_init_weights
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.train import build_model
+from updown_vqa.core.training import build_model
 
 VOCAB = ["<pad>", "<unk>", "<bos>", "<eos>", "a", "red", "circle"]
 

@@ -21,7 +21,7 @@ from updown_vqa.core.checkpointing import (
     read_checkpoint,
 )
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.train import train
+from updown_vqa.core.training import train
 
 
 @pytest.fixture

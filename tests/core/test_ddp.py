@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 
 from updown_vqa.core.checkpointing import read_checkpoint
 from updown_vqa.core.sampling import BatchSampler
-from updown_vqa.train import build_model
+from updown_vqa.core.training import build_model
 
 # Two processes of 16 questions see, step for step, the 32 questions of one process's batch, so one
 # epoch ends with the same weights up to rounding. Over more epochs on this tiny set, rounding alone

@@ -17,7 +17,7 @@ from conftest import compose_config, run_module, tiny_overrides
 from updown_vqa.core.checkpointing import AtomicCheckpointIO, read_checkpoint
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.resume import check_fingerprints, data_fingerprints, resume_checkpoint
-from updown_vqa.train import train
+from updown_vqa.core.training import train
 
 # Two epochs that change the learning rate at every step, with dropout: what resuming must restore.
 EXACT = ["trainer.max_epochs=2", "trainer.deterministic=true", "++model.warmup_epochs=2",

@@ -7,7 +7,7 @@ from conftest import compose_config, run_module, tiny_overrides
 from updown_vqa.bench.loader import parse_args
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.settings import check_settings
-from updown_vqa.train import train
+from updown_vqa.core.training import train
 
 
 @pytest.mark.parametrize("key,value,allowed", [

@@ -15,13 +15,13 @@ from conftest import compose_config, extract_config, run_module
 from PIL import Image
 
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.training import train
 from updown_vqa.detection.data import DetectionDataModule, read_objects
 from updown_vqa.detection.model import build_detector
 from updown_vqa.detection.module import BottomUpDetector, attribute_loss
 from updown_vqa.features.extractors import extract
 from updown_vqa.features.loading import read_rows
 from updown_vqa.features.store import FeatureStore
-from updown_vqa.train import train
 
 
 def test_attribute_loss_has_one_softmax_term_per_listed_attribute():

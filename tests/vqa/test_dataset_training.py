@@ -9,12 +9,12 @@ from conftest import compose_config
 from hydra import compose, initialize_config_dir
 
 from updown_vqa.core.paths import config_dir
+from updown_vqa.core.training import train
 from updown_vqa.datasets.clevr_synthetic import write_clevr
 from updown_vqa.datasets.gqa_synthetic import image_ids, write_questions
 from updown_vqa.datasets.vqacp2_synthetic import write_vqacp
 from updown_vqa.evaluate import main as evaluate_main
 from updown_vqa.features.store import write_store
-from updown_vqa.train import train
 from updown_vqa.vqa.inference import predict
 
 TINY = ["data.num_workers=0", "data.pin_memory=false", "data.batch_size=8", "data.min_answer_count=1",

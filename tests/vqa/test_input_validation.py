@@ -15,8 +15,8 @@ from hydra import compose, initialize_config_dir
 from updown_vqa import answer as answer_command
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir
+from updown_vqa.core.training import train
 from updown_vqa.evaluate import main as evaluate_main
-from updown_vqa.train import train
 from updown_vqa.vqa.preprocess import read_split
 
 QUESTION = {"question_id": 1, "image_id": 10, "question": "what color?"}

@@ -26,13 +26,13 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger
 
 from updown_vqa.core.checkpointing import LAST, UnreadableCheckpoint, read_checkpoint
-from updown_vqa.core.cli import fail
-from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.errors import UpdownError, fail
 from updown_vqa.core.io import write_json
 from updown_vqa.core.lock import check_free
 
 log = logging.getLogger(__name__)
 FINISHED = "finished.json"
+FAILED = "failed.json"  # in the run folder: a multirun job that ended with an error
 CHECKPOINTS = "checkpoints"  # the default checkpoint.dirpath inside a run folder
 
 
@@ -58,8 +58,15 @@ def run_dir(base: str, resume) -> str:
     return f"{base}-{n}"
 
 
+def job_dir(override_dirname: str) -> str:
+    """A multirun job's folder name from its overrides (`a=1,b=x`), with no `/` from paths in values."""
+    return override_dirname.replace("/", "_")
+
+
 if not OmegaConf.has_resolver("run_dir"):
     OmegaConf.register_new_resolver("run_dir", run_dir)
+if not OmegaConf.has_resolver("job_dir"):
+    OmegaConf.register_new_resolver("job_dir", job_dir)
 
 
 def read_finished(checkpoint_dir: str) -> dict | None:
@@ -71,8 +78,13 @@ def read_finished(checkpoint_dir: str) -> dict | None:
         return json.load(f)
 
 
-def write_finished(checkpoint_dir: str, summary: dict) -> None:
-    write_json(os.path.join(checkpoint_dir, FINISHED), summary, indent=1)
+def write_finished(checkpoint_dir: str, summary: dict, name: str = FINISHED) -> None:
+    write_json(os.path.join(checkpoint_dir, name), summary, indent=1)
+
+
+def write_failed(run_folder: str, error: str) -> None:
+    """`failed.json` in a multirun job's folder: the error that ended it, for the report."""
+    write_finished(run_folder, {"error": error}, FAILED)
 
 
 def candidates(checkpoint_dir: str) -> list[str]:

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from updown_vqa.core.io import write_json
@@ -260,7 +261,8 @@ class ShapesBuilder:
         os.makedirs(self.root, exist_ok=True)
         with open(os.path.join(self.root, ".build.lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self._build()
+            with torch.random.fork_rng():  # the features' loader draws from torch: keep the run's seed intact
+                self._build()
 
     def _build(self) -> None:
         from updown_vqa.features.boxes import extract_box_features

@@ -1,0 +1,1 @@
+"""Experiments over many runs: finding them, their statistics, and the report."""
