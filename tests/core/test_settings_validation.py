@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import compose_config, run_module, tiny_overrides
 
-from updown_vqa.bench.loader import parse_args
+from updown_vqa.bench.cli import parse_args
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.settings import check_settings
 from updown_vqa.core.training import train
