@@ -4,6 +4,9 @@ Datasets (see the README for the full table):
   image_ids int64 [N], image_w / image_h / num_boxes int32 [N],
   boxes float32 (pixels, x1 y1 x2 y2) and features float32|float16, either
   padded [N, K, 4] / [N, K, D] or flat [R, 4] / [R, D] with offsets int64 [N+1].
+Optional, laid out like boxes ([N, K] or [R]): object_ids / attribute_ids int32 and object_scores /
+  attribute_scores float32, what the C4 detector saw in each box (writer.PER_BOX). Optional datasets
+  are added without changing format_version, and readers ignore datasets they do not know.
 File attributes record how the features were made, plus `format_version`.
 """
 
