@@ -54,3 +54,25 @@ def test_predict_gives_per_class_detections():
     for d in detections:
         assert d["boxes"].shape == (len(d["scores"]), 4) and set(d["labels"].tolist()) <= {1, 2}
         assert (d["boxes"][:, 2:] <= 63).all() and len(d["scores"]) > 0
+
+
+def test_a_train_detector_checkpoint_rebuilds_the_same_c4_detector(tmp_path):
+    from updown_vqa.core.errors import UpdownError
+    from updown_vqa.detection.c4_regions import build_c4
+    from updown_vqa.detection.module import BottomUpDetector
+
+    spec = {"arch": "c4", "depth": 18, "width": 4, "pool_size": 7, "anchor_scales": [1, 2],
+            "anchor_ratios": [1.0], "min_box": 2, "rpn_hidden": 8, "norm": "batch"}
+    module = BottomUpDetector(["a", "b"], ["red", "big", "small"], spec, proposals=20).eval()
+    assert module.hparams.detector["num_attributes"] == 4
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()},
+               tmp_path / "best.ckpt")
+    rebuilt = build_c4(weights=str(tmp_path / "best.ckpt"), proposals=20)
+    image = (torch.rand(3, 64, 64) * 255).to(torch.uint8)
+    ours = rebuilt.detect([image], 64, 64)[0]
+    theirs = module.detector.detect([image], 64, 64)[0]
+    assert torch.allclose(ours["class_probs"], theirs["class_probs"], atol=1e-6)
+    fpn = {"hyper_parameters": {"detector": {"backbone": "resnet18"}}, "state_dict": {}}
+    torch.save(fpn, tmp_path / "fpn.ckpt")
+    with pytest.raises(UpdownError, match="fpn.ckpt: a train_detector checkpoint of arch 'fpn'"):
+        build_c4(weights=str(tmp_path / "fpn.ckpt"))
