@@ -6,6 +6,9 @@ checkpoint takes `image_id=N` instead: one panel per generated word, shaded by t
 word. Images come from `images` (the split's folder, COCO-style names ending in the 12-digit image id),
 regions from `data.<split>.features`, questions from `data.<split>.questions` (conf/visualize.yaml).
 
+`mode=detections image=IMG weights=FILE [out=PNG]` draws instead the regions of the C4 detector
+(`extract detector.arch=c4`) with "attribute class" labels, as the bottom-up attention demo does.
+
 In a notebook: `picture = updown_vqa.vqa.pictures.vqa_picture(model, files, question_id, image_dir)`,
 then `updown_vqa.core.viz.figure(picture)`.
 """
@@ -45,6 +48,11 @@ def visualize(cfg: DictConfig) -> dict:
     from updown_vqa.vqa.inference import load_vqa_model
     from updown_vqa.vqa.pictures import vqa_picture
 
+    if cfg.get("mode", "attention") == "detections":
+        return draw_detections(cfg)
+    if not cfg.ckpt:
+        raise UpdownError("ckpt=PATH is required: a checkpoint of python -m updown_vqa.train "
+                          "(or mode=detections image=IMG weights=FILE)")
     files, kind = split_files(cfg), checkpoint_kind(cfg.ckpt)
     if kind == "vqa":
         if cfg.question_id is None:
@@ -64,6 +72,31 @@ def visualize(cfg: DictConfig) -> dict:
     figure(picture).savefig(out, dpi=120)
     print(f"attention of {kind} checkpoint {cfg.ckpt} drawn in {out}", flush=True)
     return {**picture, "out": out}
+
+
+def draw_detections(cfg: DictConfig) -> dict:
+    """The C4 detector's regions on `cfg.image`, labelled "attribute class", saved to `out`."""
+    from updown_vqa.detection.c4_regions import C4RegionExtractor, build_c4, read_vocab
+    from updown_vqa.detection.drawing import detection_figure
+
+    if not cfg.image:
+        raise UpdownError("mode=detections needs image=IMG (and weights=FILE)")
+    d = cfg.detector
+    if not cfg.weights and not cfg.allow_random_weights:
+        raise UpdownError("mode=detections needs weights=FILE: the published .pth / .pkl or a "
+                          "train_detector checkpoint of detector.arch=c4")
+    detector = build_c4(int(d.depth), cfg.weights, int(d.num_classes), int(d.num_attributes), cfg.seed)
+    classes, attributes = detector.cls_score.out_features, detector.attributes.score.out_features
+    names = [read_vocab(d[key], size - 1, f"detector.{key}") if d.get(key) else None
+             for key, size in (("objects_vocab", classes), ("attributes_vocab", attributes))]
+    extractor = C4RegionExtractor(detector, cfg.min_size, cfg.max_size, min_boxes=int(d.min_boxes),
+                                  max_boxes=int(d.max_boxes), score_threshold=float(d.score_threshold))
+    fig, labels = detection_figure(cfg.image, extractor, *names)
+    out = cfg.out or os.path.join(cfg.paths.output_dir, "detections.png")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=100)
+    print(f"{len(labels)} regions of {cfg.image} drawn in {out}", flush=True)
+    return {"labels": labels, "out": out}
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="visualize")

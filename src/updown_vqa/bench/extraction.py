@@ -66,8 +66,9 @@ def preload(images: dict[int, str], image_size: int, batch_size: int, device) ->
     files = ImageFiles(sorted(images.items()), image_size)
     items = [files[i] for i in range(len(files))]
     batches = [collate(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
-    for batch in batches:
-        batch["pixels"] = batch["pixels"].to(device)
+    for batch in batches:  # a list when images keep their own sizes (detector.arch=c4)
+        pixels = batch["pixels"]
+        batch["pixels"] = [p.to(device) for p in pixels] if isinstance(pixels, list) else pixels.to(device)
     return batches
 
 
@@ -85,14 +86,16 @@ def bench(cfg: DictConfig) -> dict:
         boxes = check_boxes(load_boxes(cfg.boxes), images, cfg.boxes) if cfg.mode == "boxes" else None
         device = device_of(cfg.device)
         extractor = build_extractor(recipe, device, boxes)
-        batches = preload(images, cfg.image_size, cfg.batch_size, device)
+        image_size = None if recipe.get("detector_arch") == "c4" else cfg.image_size  # own resizing
+        batches = preload(images, image_size, cfg.batch_size, device)
         model, pipeline = [], []
         for _ in range(repeats):
             model.append(time_model(extractor, batches, device, cfg.autocast))
             start = time.perf_counter()
             extract_to_store(images, extractor, extractor.feature_dim, os.path.join(tmp, "f.h5"),
-                             recipe, cfg.image_size, cfg.batch_size, cfg.num_workers,
-                             cfg.pin_memory, device, cfg.autocast, cfg.dtype, resume=False)
+                             recipe, image_size, cfg.batch_size, cfg.num_workers,
+                             cfg.pin_memory, device, cfg.autocast, cfg.dtype, resume=False,
+                             per_box=getattr(extractor, "per_box", ()))
             pipeline.append(len(images) / (time.perf_counter() - start))
     result = {"model": max(model), "pipeline": max(pipeline)}
     result["ratio"] = result["pipeline"] / result["model"]

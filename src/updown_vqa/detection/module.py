@@ -22,7 +22,10 @@ from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.detection.model import box_features, build_detector
+from updown_vqa.detection import c4_training
+from updown_vqa.detection.c4 import C4Detector
+from updown_vqa.detection.c4_regions import C4_ARCHITECTURE
+from updown_vqa.detection.model import ARCHITECTURE, box_features, build_detector
 from updown_vqa.features.rois import load_resnet, weights_record
 
 
@@ -86,10 +89,24 @@ class BottomUpDetector(pl.LightningModule):
         super().__init__()
         classes, attributes = [str(c) for c in classes], [str(a) for a in attributes]
         detector = {**dict(detector), "num_classes": len(classes) + 1}
+        self.arch = detector.setdefault("arch", "fpn")
+        if self.arch not in ("fpn", "c4"):
+            raise UpdownError(f"model.detector.arch={self.arch!r}: choose fpn or c4")
+        if self.arch == "c4":  # the paper's detector; its attribute head counts "no attribute"
+            detector["num_attributes"] = len(attributes) + 1
         lr_milestones = [int(m) for m in lr_milestones]
         self.save_hyperparameters()  # plain containers: the checkpoint loads with weights_only
+        self.map = MeanAveragePrecision(iou_type="bbox", class_metrics=False)
+        self.attr_correct = self.attr_total = 0
+        if self.arch == "c4":
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                spec = {k: detector[k] for k in C4_ARCHITECTURE if k in detector}
+                self.detector = C4Detector(**spec, post_nms=proposals).train()
+            return
         self.detector = build_detector(image_size=image_size, proposals=proposals, seed=seed,
-                                       trainable_layers=trainable_layers, **detector)
+                                       trainable_layers=trainable_layers,
+                                       **{k: v for k, v in detector.items() if k in ARCHITECTURE})
         if backbone_weights:
             load_trunk(self.detector, detector["backbone"], backbone_weights)
         self.detector.train()  # built for inference; Lightning keeps each module's mode
@@ -99,8 +116,6 @@ class BottomUpDetector(pl.LightningModule):
         representation = heads.box_predictor.cls_score.in_features
         self.attribute_head = AttributeHead(representation, len(classes) + 1, len(attributes),
                                             attribute_embed_dim, attribute_hidden_dim)
-        self.map = MeanAveragePrecision(iou_type="bbox", class_metrics=False)
-        self.attr_correct = self.attr_total = 0
 
     def _detect(self, images: list[torch.Tensor], targets: list[dict]):
         """torchvision's GeneralizedRCNN forward, keeping what the attribute head needs: detections
@@ -121,8 +136,14 @@ class BottomUpDetector(pl.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, targets = batch
-        _, losses, logits = self._detect(images, targets)
-        attr_loss = attribute_loss(logits, torch.cat([t["attributes"] for t in targets]))
+        if self.arch == "c4":
+            losses = c4_training.training_losses(self.detector, images, targets,
+                                                 self.hparams.rpn_batch_size_per_image,
+                                                 self.hparams.detector.get("rois_per_image", 64))
+            attr_loss = losses.pop("loss_attributes")
+        else:
+            _, losses, logits = self._detect(images, targets)
+            attr_loss = attribute_loss(logits, torch.cat([t["attributes"] for t in targets]))
         loss = sum(losses.values()) + self.hparams.attribute_loss_weight * attr_loss
         size = len(images)
         for name, value in losses.items():
@@ -138,7 +159,13 @@ class BottomUpDetector(pl.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         images, targets = batch
         # detections, and the attributes at the ground-truth boxes given the class (as in training)
-        detections, _, logits = self._detect(images, targets)
+        if self.arch == "c4":
+            detections, res4 = c4_training.predict(self.detector, images)
+            features = self.detector.region_features(res4, [t["boxes"] for t in targets])
+            labels = torch.cat([t["labels"] for t in targets])
+            logits = self.detector.attributes(features, labels)[:, 1:]  # without "no attribute"
+        else:
+            detections, _, logits = self._detect(images, targets)
         self.map.update([{k: d[k] for k in ("boxes", "scores", "labels")} for d in detections],
                         [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
         attributes = torch.cat([t["attributes"] for t in targets])  # [N, M], -1 pads

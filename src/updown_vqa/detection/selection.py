@@ -25,12 +25,33 @@ def select_regions(
     scores: [N, C] class probabilities without the background column. Classes index scores' columns.
     Fewer than `min_boxes` above the threshold: the `min_boxes` best are kept (all N if fewer).
     """
+    order, max_conf, best_class = select_indices(boxes, scores, nms_iou, score_threshold,
+                                                 min_boxes, max_boxes)
+    kept_boxes = boxes[order, best_class] if boxes.dim() == 3 else boxes[order]
+    return kept_boxes, max_conf, best_class
+
+
+def select_indices(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    nms_iou: float = 0.3,
+    score_threshold: float = 0.2,
+    min_boxes: int = 10,
+    max_boxes: int = 100,
+    pixel_offset: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rule of `select_regions` as indices: kept rows [K] of boxes, their scores and classes.
+
+    pixel_offset=1 makes NMS count the +1 pixel in widths and overlaps (Caffe's convention, as
+    generate_tsv.py): IoU(+1) is the ordinary IoU of boxes grown by one pixel right and down.
+    """
     if min_boxes > max_boxes:
         raise ValueError(f"min_boxes={min_boxes} is larger than max_boxes={max_boxes}")
     num_boxes, num_classes = scores.shape
     per_class = boxes if boxes.dim() == 3 else boxes[:, None, :].expand(num_boxes, num_classes, 4)
     classes = torch.arange(num_classes, device=scores.device).expand(num_boxes, num_classes)
-    keep = batched_nms(per_class.reshape(-1, 4).float(), scores.reshape(-1).float(),
+    grown = per_class.reshape(-1, 4).float() + per_class.new_tensor([0, 0, 1, 1]).float() * pixel_offset
+    keep = batched_nms(grown, scores.reshape(-1).float(),
                        classes.reshape(-1), nms_iou)  # indices into the flattened [N * C]
     survived = torch.zeros(num_boxes * num_classes, dtype=torch.bool, device=scores.device)
     survived[keep] = True
@@ -41,8 +62,4 @@ def select_regions(
     order = torch.sort(max_conf, descending=True, stable=True).indices
     count = int((max_conf >= score_threshold).sum())
     order = order[: min(max(count, min_boxes), max_boxes)]
-    if boxes.dim() == 3:
-        kept_boxes = boxes[order, best_class[order]]
-    else:
-        kept_boxes = boxes[order]
-    return kept_boxes, max_conf[order], best_class[order]
+    return order, max_conf[order], best_class[order]

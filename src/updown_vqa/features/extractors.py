@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.detection.c4_regions import C4RegionExtractor, build_c4, read_vocab
 from updown_vqa.detection.model import (
     REGION_FEATURES,
     RegionExtractor,
@@ -31,6 +32,7 @@ from updown_vqa.features.work import check_inputs, file_identity, remove_inputs
 
 log = logging.getLogger(__name__)
 MODES = ("grid", "boxes", "regions")
+ARCHS = ("fpn", "c4")
 DETECTOR_KEYS = ("num_classes", "proposals", "per_class_boxes", "nms_iou", "score_threshold",
                  "min_boxes", "max_boxes")
 
@@ -73,6 +75,8 @@ def make_recipe(cfg: DictConfig) -> dict:
         raise UpdownError(f"mode={cfg.mode!r}: choose one of {', '.join(MODES)}")
     if not cfg.backbone.startswith("resnet") or not hasattr(torchvision.models, cfg.backbone):
         raise UpdownError(f"backbone={cfg.backbone!r}: use a torchvision ResNet (resnet18..resnet152)")
+    if cfg.mode == "regions" and cfg.detector.get("arch", "fpn") != "fpn":
+        return _c4_recipe(cfg)
     model = f"fasterrcnn_{cfg.backbone}_fpn" if cfg.mode == "regions" else cfg.backbone
     recipe = {"extractor": cfg.mode, "backbone": cfg.backbone,
               **weights_record(model, cfg.weights, cfg.allow_random_weights, cfg.seed),
@@ -95,12 +99,50 @@ def make_recipe(cfg: DictConfig) -> dict:
     return recipe
 
 
+def _c4_recipe(cfg: DictConfig) -> dict:
+    """The recipe of `mode=regions detector.arch=c4`: the paper's detector (docs/extraction.md)."""
+    detector = cfg.detector
+    if detector.arch not in ARCHS:
+        raise UpdownError(f"detector.arch={detector.arch!r}: choose one of {', '.join(ARCHS)}")
+    depth, classes = int(detector.get("depth", 101)), int(detector.num_classes)
+    attributes = int(detector.get("num_attributes", 401))
+    weights = cfg.weights
+    if weights and str(weights).endswith(".ckpt") and os.path.isfile(weights):
+        spec = torch.load(weights, map_location="cpu", weights_only=True)  # its own architecture
+        spec = spec.get("hyper_parameters", {}).get("detector", {}) if isinstance(spec, dict) else {}
+        depth = int(spec.get("depth", depth))
+        classes, attributes = int(spec.get("num_classes", classes)), int(spec.get("num_attributes", attributes))
+    if weights and not os.path.isfile(weights) and not str(weights).startswith("random") \
+            and weights != "DEFAULT":
+        raise UpdownError(f"weights={weights}: no such file; detector.arch=c4 takes the published "
+                          ".pth (MILVLG) or .pkl (airsplay) file or a train_detector checkpoint")
+    record = weights_record(f"caffe_resnet{depth}_c4", weights if weights and os.path.isfile(weights)
+                            else None, cfg.allow_random_weights, cfg.seed)
+    recipe = {"extractor": "regions", "detector_arch": "c4", "backbone": f"caffe_resnet{depth}",
+              "depth": depth, **record, "min_size": int(cfg.min_size), "max_size": int(cfg.max_size),
+              "spatial_features": bool(cfg.spatial_features),
+              **{key: detector[key] for key in DETECTOR_KEYS}, "num_classes": classes,
+              "num_attributes": attributes,
+              "feature_pooling": "RoI pooling 14x14 on res4, res5 (dilated), mean: the paper's"}
+    for key, size, name in (("objects_vocab", classes - 1, "object_names"),
+                            ("attributes_vocab", attributes - 1, "attribute_names")):
+        if detector.get(key):
+            recipe[name] = json.dumps(read_vocab(detector[key], size, f"detector.{key}"))
+    return recipe
+
+
 def build_extractor(recipe: Mapping, device: str | torch.device = "cpu",
                     boxes: Mapping | None = None):
     """The extractor a recipe (a store's attrs) describes, on `device`; `boxes` for mode `boxes`."""
     weights = None if str(recipe["weights"]).startswith("random") else recipe["weights"]
     seed = int(recipe.get("seed", 0))
     spatial = recipe.get("spatial_features") not in (False, None, "none", "false")
+    if recipe.get("detector_arch") == "c4":
+        detector = build_c4(int(recipe["depth"]), weights, int(recipe["num_classes"]),
+                            int(recipe["num_attributes"]), seed, int(recipe["proposals"]))
+        rule = {key: recipe[key] for key in DETECTOR_KEYS[2:]}
+        return C4RegionExtractor(detector.to(device), int(recipe["min_size"]),
+                                 int(recipe["max_size"]), spatial=spatial, **rule)
     if recipe["extractor"] == "regions":
         detector = build_detector(recipe["backbone"], weights, int(recipe["num_classes"]),
                                   int(recipe["image_size"]), int(recipe["proposals"]), seed)
@@ -141,10 +183,12 @@ def extract(cfg: DictConfig) -> str:
     check_inputs(cfg.out, inputs, cfg.restart, "restart=true")  # an unfinished store resumes on its own inputs
     device = choose_device(cfg.device)
     extractor = build_extractor(recipe, device, boxes)
-    extract_to_store(images, extractor, extractor.feature_dim, cfg.out, recipe, cfg.image_size,
-                     cfg.batch_size, cfg.num_workers, cfg.pin_memory, device, cfg.autocast,
-                     cfg.dtype, resume=not cfg.restart, image_keys=keys,
-                     allow_nonfinite=cfg.get("allow_nonfinite", False))
+    own_sizes = recipe.get("detector_arch") == "c4"  # it resizes each image itself (600 / 1000)
+    extract_to_store(images, extractor, extractor.feature_dim, cfg.out, recipe,
+                     None if own_sizes else cfg.image_size, cfg.batch_size, cfg.num_workers,
+                     cfg.pin_memory, device, cfg.autocast, cfg.dtype, resume=not cfg.restart,
+                     image_keys=keys, allow_nonfinite=cfg.get("allow_nonfinite", False),
+                     per_box=getattr(extractor, "per_box", ()))
     remove_inputs(cfg.out)
     store = FeatureStore(cfg.out)
     print(f"{cfg.out}: {len(store)} images, {len(store.skipped)} skipped, up to {store.max_boxes} "

@@ -93,11 +93,12 @@ def load_rgb(path: str) -> Image.Image:
         return image.convert("RGB")
 
 
-def load_pixels(path: str, image_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """uint8 [3, S, S] of the image resized (bilinear) to S = image_size, and its original (w, h)."""
+def load_pixels(path: str, image_size: int | None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """uint8 [3, S, S] of the image resized (bilinear) to S = image_size (kept as it is when
+    image_size is None: the extractor resizes), and its original (w, h)."""
     image = load_rgb(path)
     size = image.size
-    if size != (image_size, image_size):
+    if image_size and size != (image_size, image_size):
         image = image.resize((image_size, image_size), Image.BILINEAR)
     return torch.from_numpy(np.array(image)).permute(2, 0, 1), size
 
@@ -123,10 +124,12 @@ class ImageFiles(Dataset):
 def collate(items: list[dict]) -> dict:
     """Stack the decoded images; list the failed ones with their errors."""
     good = [x for x in items if "pixels" in x]
+    same = len({tuple(x["pixels"].shape) for x in good}) <= 1
     return {
         "ids": [x["id"] for x in good],
         "sizes": [x["size"] for x in good],
-        "pixels": torch.stack([x["pixels"] for x in good]) if good else None,  # [B, 3, S, S]
+        # [B, 3, S, S], or a list of [3, H, W] when the images keep their own sizes
+        "pixels": (torch.stack if same else list)([x["pixels"] for x in good]) if good else None,
         "failed": [(x["id"], x["error"]) for x in items if "error" in x],
     }
 
@@ -155,6 +158,7 @@ def extract_to_store(
     resume: bool = True,
     image_keys: list[str] | None = None,
     allow_nonfinite: bool = False,
+    per_box: tuple[str, ...] = (),
 ) -> str:
     """Features of every image into the store `out`, skipping ids a previous run already wrote;
     `image_keys[i]` is the string key of image id i, written as the store's `image_keys`."""
@@ -162,7 +166,7 @@ def extract_to_store(
     keys_digest = hashlib.sha1("\n".join(image_keys).encode()).hexdigest() if image_keys else None
     _check_unfinished(out, {**attrs, "image_keys": keys_digest}, resume)  # ids are positions in the keys
     with StoreWriter(out, feature_dim, dtype=dtype, attrs=attrs, resume=resume,
-                     allow_nonfinite=allow_nonfinite) as writer:
+                     allow_nonfinite=allow_nonfinite, per_box=per_box) as writer:
         todo = [(i, images[i]) for i in sorted(images) if i not in writer.done_ids]
         if len(todo) < len(images):
             log.info("%s: resuming, %d of %d images already done", out, len(images) - len(todo),
@@ -191,10 +195,16 @@ def _write_batch(batch: dict, extractor: Extractor, writer: StoreWriter, images,
         writer.skip(image_id, reason)
     if not batch["ids"]:
         return
-    pixels = batch["pixels"].to(device, non_blocking=True)
+    pixels = batch["pixels"]
+    if isinstance(pixels, list):
+        pixels = [p.to(device, non_blocking=True) for p in pixels]
+    else:
+        pixels = pixels.to(device, non_blocking=True)
     outputs = extractor(pixels, batch["sizes"], batch["ids"])
-    for image_id, (w, h), (boxes, features) in zip(batch["ids"], batch["sizes"], outputs):
-        writer.add(image_id, w, h, boxes.float().cpu().numpy(), features.float().cpu().numpy())
+    for image_id, (w, h), (boxes, features, *labels) in zip(batch["ids"], batch["sizes"], outputs):
+        labels = {k: v.cpu().numpy() for k, v in labels[0].items()} if labels else None
+        writer.add(image_id, w, h, boxes.float().cpu().numpy(), features.float().cpu().numpy(),
+                   labels)
 
 
 def _settings_path(out: str) -> str:

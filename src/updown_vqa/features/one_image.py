@@ -36,6 +36,8 @@ def feature_recipe(attrs: dict | None, source: str, weights: str | None = None) 
     if str(attrs["weights"]).startswith("random"):
         return attrs
     model = f"fasterrcnn_{attrs['backbone']}_fpn" if attrs["extractor"] == "regions" else attrs["backbone"]
+    if attrs.get("detector_arch") == "c4":
+        model = f"{attrs['backbone']}_c4"
     if not (os.path.isfile(attrs["weights"]) or "_Weights." in str(attrs["weights"])):
         raise UpdownError(f"{source}: its features were made with weights {attrs['weights']}, which "
                           "is not there any more; pass weights=PATH to that file")
@@ -59,7 +61,8 @@ def image_features(recipe: dict, image: str, boxes=None, device: str | None = No
     device = str(choose_device(device))
     extractor = _extractor(json.dumps(recipe, sort_keys=True), device)
     try:
-        pixels, size = load_pixels(image, int(recipe["image_size"]))
+        own_size = recipe.get("detector_arch") == "c4"  # it resizes the image itself (600 / 1000)
+        pixels, size = load_pixels(image, None if own_size else int(recipe["image_size"]))
     except Exception as e:  # missing, unreadable or not an image
         raise UpdownError(f"image={image}: cannot read it ({type(e).__name__}: {e})") from None
     if recipe["extractor"] == "boxes":
@@ -68,7 +71,7 @@ def image_features(recipe: dict, image: str, boxes=None, device: str | None = No
         log.warning("boxes= is only used for features of mode boxes; these are %s features",
                     recipe["extractor"])
     with torch.inference_mode():
-        [(kept, features)] = extractor(pixels[None].to(device), [size], [0])
+        [(kept, features, *_)] = extractor(pixels[None].to(device), [size], [0])
     return kept.float().cpu(), features.float().cpu()
 
 

@@ -6,6 +6,9 @@ Datasets (see the README for the full table):
   padded [N, K, 4] / [N, K, D] or flat [R, 4] / [R, D] with offsets int64 [N+1].
 Optional: skipped int64 [S]; image_keys UTF-8 strings [N] where image ids are not integers (GQA's):
 a store with image_keys is looked up by key (image_ids then only number the rows).
+Optional, laid out like boxes ([N, K] or [R]): object_ids / attribute_ids int32 and object_scores /
+  attribute_scores float32, what the C4 detector saw in each box (writer.PER_BOX). Optional datasets
+  are added without changing format_version, and readers ignore datasets they do not know.
 File attributes record how the features were made, plus `format_version`.
 
 The extension rule: later features add OPTIONAL datasets (per-image or per-box labels, string image

@@ -35,6 +35,9 @@ SPACE_MARGIN = 1 << 20  # free bytes kept beyond a block's features and boxes (H
 EXIT_STATUS = [1]  # the status of a process ended by skip_hdf5_shutdown: a write failed
 COUNTS = ("num_images", "num_rows", "num_skipped")  # attrs: what the work file holds for sure
 PER_IMAGE = {"image_ids": np.int64, "image_w": np.int32, "image_h": np.int32, "num_boxes": np.int32}
+# Optional datasets with one value per box (what a detector saw), laid out like `boxes`.
+PER_BOX = {"object_ids": np.int32, "object_scores": np.float32, "attribute_ids": np.int32,
+           "attribute_scores": np.float32}
 
 
 class StoreWriter:
@@ -48,9 +51,11 @@ class StoreWriter:
         attrs: Mapping[str, object] | None = None,
         resume: bool = True,
         allow_nonfinite: bool = False,
+        per_box: tuple[str, ...] = (),
     ):
         self.path = str(path)
         self.allow_nonfinite = allow_nonfinite  # else NaN or inf features are refused, naming the image
+        self.per_box = tuple(per_box)  # names from PER_BOX that every add() gives
         self.work_path = f"{self.path}.work.h5"
         self.feature_dim = int(feature_dim)
         self.dtype = np.dtype(dtype)
@@ -69,6 +74,7 @@ class StoreWriter:
         rows = max(1, BLOCK_BYTES // (self.feature_dim * self.dtype.itemsize))
         self._features = np.empty((rows, self.feature_dim), self.dtype)
         self._boxes = np.empty((rows, 4), np.float32)
+        self._labels = {name: np.empty(rows, PER_BOX[name]) for name in self.per_box}
         self._rows = 0
         self._images: list[tuple[int, int, int, int]] = []  # id, w, h, num_boxes
         self._skips: list[tuple[int, str]] = []
@@ -91,6 +97,11 @@ class StoreWriter:
                 "if no other run is writing it, start over (--restart, restart=true)"
             ) from e
         found = (int(f.attrs.get("feature_dim", -1)), str(f.attrs.get("dtype", "?")))
+        if tuple(f.attrs.get("per_box", ())) != self.per_box:
+            f.close()
+            raise UpdownError(f"{self.work_path}: unfinished work file has other per-box datasets "
+                              f"than this run writes ({', '.join(self.per_box) or 'none'}); rerun "
+                              "with the same settings or start over (--restart / resume=False)")
         if found != (self.feature_dim, self.dtype.name):
             f.close()
             raise UpdownError(
@@ -113,6 +124,9 @@ class StoreWriter:
             ("features", self.feature_dim, self.dtype),
         ):
             f.create_dataset(name, (0, width), dtype, maxshape=(None, width), chunks=(rows, width))
+        for name in self.per_box:
+            f.create_dataset(name, (0,), PER_BOX[name], maxshape=(None,), chunks=(4096,))
+        f.attrs["per_box"] = list(self.per_box)
         f.create_dataset("skipped", (0,), np.int64, maxshape=(None,), chunks=(1024,))
         string = h5py.string_dtype()
         f.create_dataset("skipped_reasons", (0,), string, maxshape=(None,), chunks=(1024,))
@@ -123,9 +137,11 @@ class StoreWriter:
         return f
 
     def add(
-        self, image_id: int, image_w: int, image_h: int, boxes: np.ndarray, features: np.ndarray
+        self, image_id: int, image_w: int, image_h: int, boxes: np.ndarray, features: np.ndarray,
+        labels: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Buffer one image: `boxes` [n, 4] pixels x1y1x2y2, `features` [n, D]."""
+        """Buffer one image: `boxes` [n, 4] pixels x1y1x2y2, `features` [n, D], `labels` [n] each
+        for the writer's `per_box` names."""
         image_id = int(image_id)
         if image_id in self.done_ids:
             raise UpdownError(
@@ -138,17 +154,24 @@ class StoreWriter:
                 f"{self.path}: image id {image_id} has boxes {boxes.shape} and features "
                 f"{features.shape}; expected [n, 4] and [n, {self.feature_dim}]"
             )
+        labels = {name: np.asarray((labels or {}).get(name, ())) for name in self.per_box}
+        if any(values.shape != (n,) for values in labels.values()):
+            raise UpdownError(f"{self.path}: image id {image_id} needs {n} values of each of "
+                              f"{', '.join(self.per_box)}")
         if self._rows + n > len(self._features):
             self.flush()
         if n > len(self._features):  # one image larger than a block: grow the buffers
             self._features = np.empty((n, self.feature_dim), self.dtype)
             self._boxes = np.empty((n, 4), np.float32)
+            self._labels = {name: np.empty(n, PER_BOX[name]) for name in self.per_box}
         finite = check_features(self.path, image_id, features, self.allow_nonfinite)
         if self.all_finite is not None:
             self.all_finite = self.all_finite and finite
         rows = slice(self._rows, self._rows + n)
         self._copy_features(image_id, features, rows)
         self._boxes[rows] = boxes
+        for name, values in labels.items():
+            self._labels[name][rows] = values
         self._rows += n
         self.done_ids.add(image_id)
         self._images.append((image_id, int(image_w), int(image_h), n))
@@ -209,6 +232,8 @@ class StoreWriter:
                 _write_at(f[name], images, np.asarray(values, PER_IMAGE[name]))
             _write_at(f["boxes"], rows, self._boxes[: self._rows])
             _write_at(f["features"], rows, self._features[: self._rows])
+            for name, values in self._labels.items():
+                _write_at(f[name], rows, values[: self._rows])
         if self._skips:
             ids, reasons = zip(*self._skips)
             _write_at(f["skipped"], skips, np.asarray(ids, np.int64))
@@ -286,6 +311,7 @@ def _trim(f: h5py.File) -> None:
     images, rows, skips = (int(f.attrs[k]) for k in COUNTS)
     counts = dict.fromkeys(PER_IMAGE, images)
     counts.update(boxes=rows, features=rows, skipped=skips, skipped_reasons=skips)
+    counts.update(dict.fromkeys(f.attrs.get("per_box", ()), rows))
     for name, count in counts.items():
         if len(f[name]) != count:
             f[name].resize(count, axis=0)
@@ -335,6 +361,22 @@ class _SortedCopy:
             else:
                 self._write_padded(images, feats, boxes)
         _copy_skipped(self.work, self.out, set(self.work["image_ids"][:].tolist()))
+        for name in self.work.attrs.get("per_box", ()):
+            self._copy_per_box(name)
+
+    def _copy_per_box(self, name: str) -> None:
+        """One value per box, sorted and laid out as `boxes` (padded with 0 or flat)."""
+        values = self.work[name][:]
+        per_image = np.split(values, self.source_offsets[1:-1]) if len(self.num_boxes) else []
+        order = np.argsort(self.destination, kind="stable")  # work index of each sorted image
+        if self.layout == "flat":
+            sorted_values = [per_image[i] for i in order]
+            data = np.concatenate(sorted_values) if sorted_values else values[:0]
+        else:
+            data = np.zeros((len(order), self.max_boxes), values.dtype)
+            for row, image in enumerate(order):
+                data[row, : len(per_image[image])] = per_image[image]
+        self.out.create_dataset(name, data=data)
 
     def _read(self, images: slice) -> tuple[np.ndarray, np.ndarray]:
         """Features and boxes of consecutive work-file images, read into the reused buffers."""
