@@ -23,11 +23,14 @@ COMMANDS = [
     ("updown_vqa.bench", ARGPARSE, ["loader", "--features", f"{MISSING}.h5"], 1),
     ("updown_vqa.features.convert_tsv", ARGPARSE, [f"{MISSING}.tsv", "--out", f"{MISSING}.h5"], 1),
     ("updown_vqa.datasets.vqa2_synthetic", ARGPARSE, ["--out", "/proc/version/sub"], 2),
+    ("updown_vqa.features.compare", ARGPARSE, [f"{MISSING}.h5", f"{MISSING}.tsv"], 1),
+    ("updown_vqa.features.convert_gqa", ARGPARSE, ["objects", "--root", MISSING, "--out", f"{MISSING}.h5"], 1),
+    ("updown_vqa.evaluate", ARGPARSE, ["--task", "gqa", "--results", MISSING], 2),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module,kind", [(m, k) for m, k, _, _ in COMMANDS])
+@pytest.mark.parametrize("module,kind", sorted({(m, k) for m, k, _, _ in COMMANDS}))
 def test_every_command_answers_help(module, kind, tmp_path):
     args = ["--help"] if kind == ARGPARSE else ["--cfg", "job"]
     result = run_module(module, *args, f"hydra.run.dir={tmp_path}" if kind == HYDRA else "--help", cwd=tmp_path)
