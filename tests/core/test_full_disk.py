@@ -15,6 +15,7 @@ from updown_vqa.core.checkpointing import AtomicCheckpointIO, read_checkpoint
 from updown_vqa.core.cli import command
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.convert_tsv import write_tsv
+from updown_vqa.features.loading import read_rows
 from updown_vqa.features.store import FeatureStore
 
 
@@ -83,5 +84,5 @@ def test_convert_tsv_on_a_really_full_disk_stops_in_one_line_and_resumes(tmp_pat
     assert second.returncode == 0, second.stderr[-2000:]
     assert "(256 from an earlier run)" in second.stdout
     store = FeatureStore(out)
-    read = store.read(store.rows(range(400)))
+    read = read_rows(store, store.rows(range(400)))
     assert all(np.array_equal(read["features"][i], rows[i][4]) for i in range(400))

@@ -10,6 +10,7 @@ from conftest import run_module
 
 from updown_vqa.datasets.gqa_synthetic import image_ids, write_features
 from updown_vqa.features import convert_gqa
+from updown_vqa.features.loading import read_rows
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.features.writer import StoreWriter
 
@@ -36,7 +37,7 @@ def test_objects_keep_the_first_objectsNum_boxes_under_the_string_key(gqa_featur
     assert sorted(store.image_keys.tolist()) == sorted(image_ids(11)) and store.feature_dim == 5
     for key in ("n1004", "2300010"):
         features, boxes, info = source(gqa_features, "objects", key)
-        row = store.read(store.rows([key]))
+        row = read_rows(store, store.rows([key]))
         n = info["objectsNum"]
         assert row["num_boxes"][0] == n and (store.image_w[store.rows([key])[0]], store.image_h[store.rows([key])[0]]) == (640, 480)
         np.testing.assert_array_equal(row["features"][0, :n], features[:n])
@@ -49,7 +50,7 @@ def test_spatial_cells_become_49_regions_with_pixel_boxes(gqa_features, tmp_path
     convert_gqa.convert("spatial", str(gqa_features), out, progress=False)
     store = FeatureStore(out)
     features, _, _ = source(gqa_features, "spatial", "n1004")  # [D, 3, 3]
-    row = store.read(store.rows(["n1004"]))
+    row = read_rows(store, store.rows(["n1004"]))
     np.testing.assert_array_equal(row["features"][0], features.reshape(5, 9).T)  # [9, D], row-major cells
     np.testing.assert_allclose(row["boxes"][0, 1], [640 / 3, 0, 2 * 640 / 3, 160])  # sizes from objects info
 
@@ -75,7 +76,7 @@ def test_an_interrupted_conversion_resumes_where_it_stopped(gqa_features, tmp_pa
     convert_gqa.convert("objects", str(gqa_features), reference, progress=False)
     a, b = FeatureStore(out), FeatureStore(reference)
     assert a.image_keys.tolist() == b.image_keys.tolist()
-    np.testing.assert_array_equal(a.read(np.arange(11))["features"], b.read(np.arange(11))["features"])
+    np.testing.assert_array_equal(read_rows(a, np.arange(11))["features"], read_rows(b, np.arange(11))["features"])
 
 
 def test_a_missing_h5_file_is_one_error_line(gqa_features, tmp_path):

@@ -18,5 +18,19 @@ def config_dir() -> str:
     return os.path.join(project_root(), "conf")
 
 
-if not OmegaConf.has_resolver("project_root"):
-    OmegaConf.register_new_resolver("project_root", project_root)
+def _run_dir(base: str, resume) -> str:
+    from updown_vqa.core.resume import run_dir  # imported when a config resolves it, not before
+
+    return run_dir(base, resume)
+
+
+def _job_dir(overrides: str) -> str:
+    from updown_vqa.core.resume import job_dir
+
+    return job_dir(overrides)
+
+
+# The resolvers the configs use, registered by every command's `config_dir()` import.
+for _name, _resolver in (("project_root", project_root), ("run_dir", _run_dir), ("job_dir", _job_dir)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)

@@ -63,10 +63,6 @@ def job_dir(override_dirname: str) -> str:
     return override_dirname.replace("/", "_")
 
 
-if not OmegaConf.has_resolver("run_dir"):
-    OmegaConf.register_new_resolver("run_dir", run_dir)
-if not OmegaConf.has_resolver("job_dir"):
-    OmegaConf.register_new_resolver("job_dir", job_dir)
 
 
 def read_finished(checkpoint_dir: str) -> dict | None:

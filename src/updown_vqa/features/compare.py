@@ -22,6 +22,7 @@ import numpy as np
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.convert_tsv import parse_line, read_lines
 from updown_vqa.features.images import image_id
+from updown_vqa.features.loading import read_rows
 from updown_vqa.features.store import FeatureStore
 
 MATCH_IOU = 0.5
@@ -64,7 +65,7 @@ def store_images(path: str) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(image id, boxes, features) of every image of a store."""
     store = FeatureStore(path)
     for row, number in enumerate(store.image_ids.tolist()):
-        batch = store.read(np.array([row]))
+        batch = read_rows(store, [row])
         count = int(batch["num_boxes"][0])
         yield number, batch["boxes"][0, :count], batch["features"][0, :count]
 
