@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import math
 
-from omegaconf import DictConfig, OmegaConf
-
 from updown_vqa.core.errors import UpdownError
 
 # key: (kind, lowest, highest); kind int or float; None bounds are open; missing keys are not checked
@@ -61,8 +59,12 @@ def describe(kind: str, low, high) -> str:
     return f"{what} <= {high}" if high is not None else what
 
 
-def check_settings(cfg: DictConfig) -> None:
+def check_settings(cfg) -> None:
     """Check every known numeric and choice setting of a run config (unset or null ones are skipped)."""
+    from omegaconf import (
+        OmegaConf,  # here, not at import: bench's check_int_args runs without omegaconf
+    )
+
     for key, (kind, low, high) in RANGES.items():
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if value is not None and not (key == "trainer.devices" and not isinstance(value, (int, float))):
@@ -74,15 +76,20 @@ def check_settings(cfg: DictConfig) -> None:
     check_splits(cfg)
 
 
-def check_splits(cfg: DictConfig) -> None:
+def check_splits(cfg) -> None:
     """Training validates on data.val: for VQA it needs questions, annotations and features."""
+    from omegaconf import OmegaConf
+
     if OmegaConf.select(cfg, "data._target_", default="") != "updown_vqa.vqa.data.VQADataModule":
         return
     val = OmegaConf.select(cfg, "data.val", default=None)
     if not val:
         raise UpdownError("data.val is not set; training validates on it (give questions, annotations and "
                           "features)")
-    for part in ("questions", "annotations", "features"):
+    from updown_vqa.vqa.readers import get_reader
+
+    in_questions = getattr(get_reader(str(cfg.data.get("dataset", "vqa2"))), "ANSWERS_IN_QUESTIONS", False)
+    for part in ("questions", "features") if in_questions else ("questions", "annotations", "features"):
         if not val.get(part):
             raise UpdownError(f"data.val.{part} is not set; training validates on data.val, which needs "
                               "questions, annotations and features")

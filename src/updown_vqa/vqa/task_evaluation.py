@@ -40,7 +40,9 @@ def _caption(annotations: str, results: str) -> dict:
     except ImportError:
         raise UpdownError("--task caption is not available in this build (updown_vqa.captioning.coco_eval "
                           "is missing); score captions with the COCO caption toolkit") from None
-    return evaluate_captions(annotations, results)
+    report = evaluate_captions(annotations, results)
+    print(f"scored {report['images']} images of {results}", flush=True)
+    return report
 
 
 def evaluate_exact(dataset: str, questions: list[str], results: list[dict]) -> dict:
