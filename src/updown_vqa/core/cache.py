@@ -32,12 +32,26 @@ def read_json(path: str):
         raise UpdownError(f"{path}: cannot read it as JSON ({e})") from None
 
 
+IDENTITY_BLOCK = 1 << 20  # bytes hashed at each end of an input file
+
+
+def file_identity(path: str) -> dict:
+    """Path, size, mtime and sha1 of the first and last IDENTITY_BLOCK bytes of a file."""
+    st = os.stat(path)
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        digest.update(f.read(IDENTITY_BLOCK))
+        if st.st_size > IDENTITY_BLOCK:
+            f.seek(max(IDENTITY_BLOCK, st.st_size - IDENTITY_BLOCK))
+            digest.update(f.read(IDENTITY_BLOCK))
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ends_sha1": digest.hexdigest()[:16]}
+
+
 def fingerprint(files: Sequence[str], settings: dict, version: int = 1) -> str:
-    """Hash of the input files' identity (path, size, mtime) and the settings that shape a cache."""
-    stats = []
-    for path in files:
-        st = os.stat(path)
-        stats.append([os.path.abspath(path), st.st_size, int(st.st_mtime_ns)])
+    """Hash of the input files' identity (path, size, mtime, a hash of their first and last MiB) and the
+    settings that shape a cache: a cache is reused only for the same inputs."""
+    stats = [file_identity(path) for path in files]
     blob = json.dumps([version, stats, settings], sort_keys=True).encode()
     return hashlib.sha1(blob).hexdigest()[:16]
 

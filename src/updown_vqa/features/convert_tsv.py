@@ -20,9 +20,10 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from updown_vqa.core.cache import file_identity
 from updown_vqa.core.cli import as_error
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.features.work import check_inputs, file_identity, remove_inputs
+from updown_vqa.features.work import check_inputs, remove_inputs
 from updown_vqa.features.writer import StoreWriter
 
 FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")

@@ -15,6 +15,7 @@ import torch
 import torchvision
 from omegaconf import DictConfig
 
+from updown_vqa.core.cache import file_identity
 from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.detection.c4_regions import C4RegionExtractor, build_c4, read_vocab
@@ -28,7 +29,7 @@ from updown_vqa.features.boxes import BoxExtractor, check_boxes
 from updown_vqa.features.images import extract_to_store, list_keyed_images
 from updown_vqa.features.rois import build_trunk, normalize_images, weights_record
 from updown_vqa.features.store import FeatureStore
-from updown_vqa.features.work import check_inputs, file_identity, remove_inputs
+from updown_vqa.features.work import check_inputs, remove_inputs
 
 log = logging.getLogger(__name__)
 MODES = ("grid", "boxes", "regions")

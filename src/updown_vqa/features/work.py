@@ -7,27 +7,11 @@ changed and stops, unless told to start over.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import write_json
-
-BLOCK = 1 << 20  # bytes hashed at each end of a file
-
-
-def file_identity(path: str) -> dict:
-    """Path, size, mtime and sha1 of the first and last BLOCK bytes of a file."""
-    st = os.stat(path)
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        digest.update(f.read(BLOCK))
-        if st.st_size > BLOCK:
-            f.seek(max(BLOCK, st.st_size - BLOCK))
-            digest.update(f.read(BLOCK))
-    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "ends_sha1": digest.hexdigest()[:16]}
 
 
 def inputs_path(out: str) -> str:
