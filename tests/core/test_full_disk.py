@@ -14,9 +14,9 @@ import torch
 from updown_vqa.core.checkpointing import AtomicCheckpointIO, read_checkpoint
 from updown_vqa.core.cli import command
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.features.convert_tsv import write_tsv
 from updown_vqa.features.loading import read_rows
 from updown_vqa.features.store import FeatureStore
+from updown_vqa.features.tsv import write_tsv
 
 
 def wrapped_enospc(*args, **kwargs):

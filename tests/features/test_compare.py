@@ -8,8 +8,8 @@ import pytest
 from conftest import run_module
 
 from updown_vqa.features.compare import compare, main
-from updown_vqa.features.convert_tsv import write_tsv
 from updown_vqa.features.store import write_store
+from updown_vqa.features.tsv import write_tsv
 
 
 def images(seed=0, count=4, boxes=12, dim=16):

@@ -7,10 +7,11 @@ import h5py
 import numpy as np
 import pytest
 
-from updown_vqa.features import convert_tsv, writer
-from updown_vqa.features.convert_tsv import main, write_tsv
+from updown_vqa.features import tsv, writer
+from updown_vqa.features.convert_tsv import main
 from updown_vqa.features.loading import read_rows
 from updown_vqa.features.store import FeatureStore
+from updown_vqa.features.tsv import write_tsv
 
 D = 16
 
@@ -205,11 +206,11 @@ def test_restart_starts_over(shards, tmp_path):
 
 @pytest.mark.parametrize("read_bytes", [4, 7, 1 << 20])
 def test_read_lines_across_block_boundaries(tmp_path, monkeypatch, read_bytes):
-    monkeypatch.setattr(convert_tsv, "READ_BYTES", read_bytes)  # 4: lines longer than the buffer
+    monkeypatch.setattr(tsv, "READ_BYTES", read_bytes)  # 4: lines longer than the buffer
     path = tmp_path / "x.tsv"
     path.write_bytes(b"first\tline\r\nsecond\n\nlast\twithout\tnewline")
     lines = [
-        ([bytes(f) for f in fields], size) for fields, size in convert_tsv.read_lines(str(path))
+        ([bytes(f) for f in fields], size) for fields, size in tsv.read_lines(str(path))
     ]
     assert lines == [
         ([b"first", b"line"], 12),

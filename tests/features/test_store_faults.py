@@ -16,8 +16,8 @@ from updown_vqa.core.paths import config_dir
 from updown_vqa.features import finite
 from updown_vqa.features import writer as writer_module
 from updown_vqa.features.convert_tsv import main as convert_main
-from updown_vqa.features.convert_tsv import write_tsv
 from updown_vqa.features.store import FeatureStore, write_store
+from updown_vqa.features.tsv import write_tsv
 from updown_vqa.features.writer import StoreWriter
 from updown_vqa.vqa.inference import predict
 

@@ -20,10 +20,10 @@ from collections.abc import Iterator
 import numpy as np
 
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.features.convert_tsv import parse_line, read_lines
 from updown_vqa.features.images import image_id
 from updown_vqa.features.loading import read_rows
 from updown_vqa.features.store import FeatureStore
+from updown_vqa.features.tsv import parse_line, read_lines
 
 MATCH_IOU = 0.5
 

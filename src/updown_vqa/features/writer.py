@@ -6,8 +6,9 @@ only touched inside `flush()`, and the committed counts (attrs `num_images`, `nu
 run reopens and trims to what was committed. `finalize` copies it into a contiguous store (which
 the loader reads with one pread per image, see features/regions.py), sorted by image id, and renames that onto `path` atomically.
 
-Over 300 lines by intent: the writer, its work-file recovery and the sorted final copy are one
-mechanism (the work file's format is private to them), and splitting it would expose that format.
+Over 300 lines by intent: the writer, its work-file recovery, the per-box labels and the sorted final
+copy are one mechanism (the work file's format is private to them), and splitting it would expose that
+format; the non-finite checks live in features/finite.py.
 """
 
 from __future__ import annotations
