@@ -29,11 +29,9 @@ from updown_vqa.core.checkpointing import LAST, UnreadableCheckpoint, read_check
 from updown_vqa.core.errors import UpdownError, fail
 from updown_vqa.core.io import write_json
 from updown_vqa.core.lock import check_free
+from updown_vqa.core.paths import CHECKPOINTS, FAILED, FINISHED  # noqa: F401 (part of this module's API)
 
 log = logging.getLogger(__name__)
-FINISHED = "finished.json"
-FAILED = "failed.json"  # in the run folder: a multirun job that ended with an error
-CHECKPOINTS = "checkpoints"  # the default checkpoint.dirpath inside a run folder
 
 
 def has_run(folder: str) -> bool:
