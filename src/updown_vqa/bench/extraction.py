@@ -102,10 +102,12 @@ def bench(cfg: DictConfig) -> dict:
     pairs = " ".join(f"{p / m:.2f}" for m, p in zip(model, pipeline))
     where = f"{device.type} ({torch.get_num_threads()} threads)" if device.type == "cpu" else \
         torch.cuda.get_device_name(device)
-    print(f"{cfg.mode} {cfg.backbone} {cfg.image_size}px, batch {cfg.batch_size}, {cfg.num_workers} "
+    model_name = (f"c4 ResNet-{cfg.detector.depth}, shorter side {cfg.min_size} (longer at most {cfg.max_size})"
+                  if recipe.get("detector_arch") == "c4" else f"{cfg.backbone} {cfg.image_size}px")
+    print(f"{cfg.mode} {model_name}, batch {cfg.batch_size}, {cfg.num_workers} "
           f"workers, autocast {cfg.autocast}, {len(images)} images, {where}\n"
-          f"  model alone on preloaded batches: {result['model']:.2f} images/s (best of {repeats})\n"
-          f"  extract pipeline:                 {result['pipeline']:.2f} images/s "
+          f"  model alone on preloaded batches: {result['model']:.3g} images/s (best of {repeats})\n"
+          f"  extract pipeline:                 {result['pipeline']:.3g} images/s "
           f"({result['ratio']:.2f}x; run by run {pairs})\n"
           f"  load average {load:.1f} before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs")
     return result
