@@ -1,15 +1,10 @@
-"""The project root, for configs that must resolve the same from any working directory, and the names
-of the files a run folder holds (light to import: `report` reads run folders without torch)."""
+"""The project root, for configs that must resolve the same from any working directory."""
 
 from __future__ import annotations
 
 import os
 
 from omegaconf import OmegaConf
-
-FINISHED = "finished.json"
-FAILED = "failed.json"  # in the run folder: a multirun job that ended with an error
-CHECKPOINTS = "checkpoints"  # the default checkpoint.dirpath inside a run folder
 
 
 def project_root() -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import OmegaConf
 
-from updown_vqa.core.paths import CHECKPOINTS, FAILED, FINISHED
+from updown_vqa.core.run_files import CHECKPOINTS, FAILED, FINISHED
 
 IGNORED = ("paths.", "resume", "hydra.", "hydra/")  # where a run writes, not what it trains
 SKIPPED_FOLDERS = {CHECKPOINTS, ".hydra", ".submitit", "tensorboard"}
