@@ -63,7 +63,8 @@ def test_an_uncaught_exception_prints_its_traceback_and_exits_1(probe_dir, monke
 
 def test_a_command_past_its_timeout_is_killed(probe_dir, monkeypatch):
     monkeypatch.delenv("UPDOWN_TESTS_FORK", raising=False)
-    (open(os.path.join(probe_dir, "sleeper.py"), "w")).write("import time\ntime.sleep(60)\n")
+    with open(os.path.join(probe_dir, "sleeper.py"), "w") as f:
+        f.write("import time\ntime.sleep(60)\n")
     with pytest.raises(subprocess.TimeoutExpired):
         run_module("sleeper", cwd=probe_dir, timeout=1)
     assert run_module("fork_probe", "ok", cwd=probe_dir).returncode == 0  # the server lives on
