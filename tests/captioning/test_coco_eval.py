@@ -15,7 +15,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
 from updown_vqa.captioning.coco_eval import METRICS, evaluate_captions
-from updown_vqa.captioning.metrics import bleu, cider_d
+from updown_vqa.captioning.metrics import bleu, cider_d, sentence_bleu
 from updown_vqa.captioning.module import write_caption_results
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.training import build_model
@@ -45,6 +45,17 @@ def test_in_process_bleu_and_cider_d_equal_the_toolkit_on_the_same_tokens(seed):
     score, per_image = cider_d(candidates, references)
     assert score == pytest.approx(toolkit_cider, abs=1e-6, rel=0)
     assert [per_image[i] for i in references] == pytest.approx(list(toolkit_per_image), abs=1e-6, rel=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sentence_bleu_equals_the_toolkits_per_image_scores(seed):
+    candidates, references = random_corpus(seed)
+    candidates[0] = ""  # an empty caption scores 0 (brevity penalty), as in the toolkit
+    _, per_image = Bleu(4).compute_score(references, {i: [c] for i, c in candidates.items()}, verbose=0)
+    ours = [sentence_bleu(candidates[i], references[i]) for i in references]  # [images][order]
+    for k, order in enumerate(zip(*ours)):
+        assert list(order) == pytest.approx(per_image[k], abs=1e-9, rel=0)
+    assert ours[0] == [0.0] * 4
 
 
 def test_bleu_smooths_an_order_without_matches_as_the_toolkit_does():

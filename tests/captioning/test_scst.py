@@ -6,6 +6,7 @@ import torch
 from conftest import compose_config, tiny_overrides
 from hydra.utils import instantiate
 
+from updown_vqa.captioning.metrics import sentence_bleu
 from updown_vqa.captioning.model import UpDownCaptioner
 from updown_vqa.captioning.scst import (
     check_scst,
@@ -56,6 +57,29 @@ def test_reward_strings_append_the_end_token_only_to_captions_that_ended():
     scorer = reward_scorer([1, 2], [["a red circle"], ["two blue squares"]])  # idf needs two images
     ended, cut = scorer.score("a red circle <eos>", 1), scorer.score("a red circle", 1)
     assert ended > cut > 0  # the references end with <eos> too
+
+
+def test_a_bleu_weight_adds_the_captions_own_bleu4_to_its_cider_d():
+    image_ids, references = [1, 2], [["a red circle above a blue square", "a red circle"], ["two blue squares"]]
+    cider_only = reward_scorer(image_ids, references)
+    mixed = reward_scorer(image_ids, references, cider_weight=0.5, bleu_weight=3.0)
+    caption = "a red circle above a green square <eos>"
+    refs = ["a red circle above a blue square <eos>", "a red circle <eos>"]
+    bleu4 = sentence_bleu(caption, refs)[3]
+    assert 0.3 < bleu4 < 1  # some 4-grams match, not all
+    assert mixed.score(caption, 1) == pytest.approx(0.5 * cider_only.score(caption, 1) + 3.0 * bleu4)
+    bleu_only = reward_scorer(image_ids, references, cider_weight=0.0, bleu_weight=1.0)
+    assert bleu_only.score(caption, 1) == pytest.approx(bleu4)
+
+
+@pytest.mark.parametrize("weights, message", [
+    ({"bleu_weight": -1.0}, r"model.scst.bleu_weight=-1.0: use a finite number >= 0"),
+    ({"cider_weight": float("nan")}, r"model.scst.cider_weight=nan: use a finite number >= 0"),
+    ({"cider_weight": 0.0}, r"model.scst.cider_weight=0 and model.scst.bleu_weight=0: the reward would be 0"),
+])
+def test_reward_weights_that_cannot_train_are_refused(weights, message):
+    with pytest.raises(UpdownError, match=message):
+        check_scst(weights)
 
 
 def test_mean_baseline_is_the_mean_of_the_other_samples_of_the_same_image():
@@ -138,6 +162,7 @@ def test_init_from_another_task_or_vocabulary_is_refused(scst_setup, tmp_path):
 def test_stage_scst_runs_in_its_own_folder_and_trains_on_images(scst_setup):
     cfg, module, datamodule = scst_setup
     assert cfg.stage == "scst" and cfg.run_name == "shapes_caption_scst" and cfg.name == "shapes_caption"
-    assert module.hparams.scst == {"samples": 5, "baseline": "greedy"}
+    # experiment_stage/shapes_caption_scst adds the BLEU-4 term to the reward (docs/captioning.md)
+    assert module.hparams.scst == {"samples": 5, "baseline": "greedy", "cider_weight": 1.0, "bleu_weight": 10.0}
     batch = next(iter(datamodule.train_dataloader()))
     assert len(batch["references"]) == len(batch["image_ids"]) == 32  # one row per image, all its captions

@@ -148,6 +148,17 @@ def _bleu_counts(candidate: str, references: Sequence[str], n: int) -> tuple[int
     return length, closest, correct, guesses
 
 
+def _bleu_from_counts(length: int, reference: int, correct: Sequence[int], guesses: Sequence[int]) -> list[float]:
+    """BLEU-1..n from summed counts, with the toolkit's smoothing and brevity penalty."""
+    ratio = (length + _TINY) / (reference + _SMALL)
+    penalty = math.exp(1 - 1 / ratio) if ratio < 1 else 1.0
+    scores, product = [], 1.0
+    for k in range(len(correct)):
+        product *= (correct[k] + _TINY) / (guesses[k] + _SMALL)
+        scores.append(product ** (1 / (k + 1)) * penalty)
+    return scores
+
+
 def bleu(
     candidates: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]], n: int = 4
 ) -> list[float]:
@@ -165,10 +176,12 @@ def bleu(
         length, reference = length + c, reference + r
         correct = [a + b for a, b in zip(correct, matched)]
         guesses = [a + b for a, b in zip(guesses, guessed)]
-    ratio = (length + _TINY) / (reference + _SMALL)
-    penalty = math.exp(1 - 1 / ratio) if ratio < 1 else 1.0
-    scores, product = [], 1.0
-    for k in range(n):
-        product *= (correct[k] + _TINY) / (guesses[k] + _SMALL)
-        scores.append(product ** (1 / (k + 1)) * penalty)
-    return scores
+    return _bleu_from_counts(length, reference, correct, guesses)
+
+
+def sentence_bleu(candidate: str, references: Sequence[str], n: int = 4) -> list[float]:
+    """BLEU-1..n of one caption: the toolkit's per-image scores (the second value `Bleu.compute_score`
+    returns), which self-critical.pytorch's `bleu_reward_weight` adds to the SCST reward."""
+    if not references:
+        raise ValueError("sentence_bleu needs at least one reference")
+    return _bleu_from_counts(*_bleu_counts(candidate, references, n))

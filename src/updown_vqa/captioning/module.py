@@ -61,7 +61,7 @@ class UpDownCaptioning(pl.LightningModule):
                                      dropout, use_image, pad_index=0, bos_index=2, eos_index=3)
         self.candidates: dict[int, str] = {}
         self.references: dict[int, list[str]] = {}
-        self.reward_scorer = None  # SCST: CIDEr-D with the training set's idf, built when training starts
+        self.reward_scorer = None  # SCST: the reward (CIDEr-D with the training set's idf), built when training starts
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Teacher-forced logits [B, T-1, V] predicting batch["tokens"][:, 1:]."""
@@ -72,7 +72,9 @@ class UpDownCaptioning(pl.LightningModule):
             train = self.trainer.datamodule.datasets["train"]
             if getattr(train, "references", None) is None:
                 raise UpdownError("stage=scst trains on images with their references: set data.train_items=images")
-            self.reward_scorer = reward_scorer(train.image_ids.tolist(), train.references)
+            scst = self.hparams.scst
+            self.reward_scorer = reward_scorer(train.image_ids.tolist(), train.references,
+                                               scst["cider_weight"], scst["bleu_weight"])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         if self.hparams.scst:
