@@ -56,8 +56,9 @@ def files(request, tmp_path_factory):
             "cache_dir": str(root / "cache"), "min_answer_count": 1}
 
 
-def project_batches(files, feature_cache="none", num_workers=0):
-    dm = VQADataModule(**files, batch_size=BATCH, num_workers=num_workers, feature_cache=feature_cache, seed=3)
+def project_batches(files, feature_cache="none", num_workers=0, **extra):
+    dm = VQADataModule(**files, batch_size=BATCH, num_workers=num_workers, feature_cache=feature_cache, seed=3,
+                       **extra)
     dm.prepare_data()
     dm.setup("fit")
     return dm, [dm.on_after_batch_transfer(b, 0) for b in dm.train_dataloader()]
@@ -91,9 +92,10 @@ def test_every_mode_gives_the_naive_readers_batches(files, feature_cache):
     assert_same_batches(batches, naive_batches(dm))
 
 
-@pytest.mark.parametrize("feature_cache", ["none", "ram"])
-def test_workers_give_the_same_batches(files, feature_cache):
-    dm, batches = project_batches(files, feature_cache, num_workers=1)
+@pytest.mark.parametrize("feature_cache, read_threads", [("none", 2), ("none", 1), ("none", 5), ("ram", 2)])
+def test_workers_give_the_same_batches(files, feature_cache, read_threads):
+    dm, batches = project_batches(files, feature_cache, num_workers=1, worker_read_threads=read_threads)
+    assert dm.table.worker_threads == read_threads  # what the worker's copy of the table reads with
     assert_same_batches(batches, naive_batches(dm))
 
 

@@ -45,6 +45,7 @@ from updown_vqa.bench.training import (
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.settings import check_int_args
 from updown_vqa.datasets.random_stores import synthetic_data, write_random_questions
+from updown_vqa.features.regions import WORKER_THREADS
 from updown_vqa.features.store import FeatureStore
 
 
@@ -71,7 +72,8 @@ def run_loader(args, root: str) -> dict:
     data = _data(args, root)
     _read_through(data["train"]["features"])
     dm = datamodule(data, args.batch_size, args.num_workers, args.pin_memory, args.feature_cache,
-                    seed=args.seed, worker_buffer_mb=args.worker_buffer_mb)
+                    seed=args.seed, worker_buffer_mb=args.worker_buffer_mb,
+                    worker_read_threads=args.worker_read_threads)
     device, dataset = pick_device(args.device), dm.datasets["train"]
     item = dataset.stores.max_boxes * dm.table.feature_dim * dm.table.dtype.itemsize
     measure = {"project": lambda: loader_throughput(dm, args.batches, args.warmup, device, args.memory),
@@ -164,6 +166,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "each batch (the step), against the compute and the loader alone")
     loader.add_argument("--worker-buffer-mb", type=int, default=1024,
                         help="recycled batch buffers per worker (data.worker_buffer_mb)")
+    loader.add_argument("--worker-read-threads", type=int, default=WORKER_THREADS,
+                        help="threads each worker reads with (data.worker_read_threads)")
     for p in (train, gpu):
         p.add_argument("--nonlinearity", default="gated_tanh", choices=["gated_tanh", "relu"])
         p.add_argument("--hidden-dim", type=int, default=1024)

@@ -18,7 +18,7 @@ from updown_vqa.core.cache import as_list, fingerprint, load_cache, read_json, s
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.sampling import BatchSampler, shard
 from updown_vqa.core.text import Vocabulary, tokenize
-from updown_vqa.features.loading import FeatureDataModule, StoreSet
+from updown_vqa.features.loading import WORKER_THREADS, FeatureDataModule, StoreSet
 
 log = logging.getLogger(__name__)
 BOS, EOS = "<bos>", "<eos>"  # indices 2 and 3, after <pad> and <unk>: the captioner's defaults
@@ -173,7 +173,7 @@ class CaptionDataModule(FeatureDataModule):
     (`captions_train2014.json`, or `image_info_test2014.json` for unannotated images) or Karpathy's
     `dataset_coco.json`, whose images are chosen by the split's `karpathy_splits`
     (default: train+restval, val, test). `builder`, when given, creates missing files in `prepare_data`.
-    `feature_cache` and `worker_buffer_mb` work as for VQA (see updown_vqa.features.loading).
+    `feature_cache`, `worker_buffer_mb` and `worker_read_threads` work as for VQA (updown_vqa.features.loading).
     Training rows are (image, caption) pairs, or with `train_items="images"` (SCST) one image with all
     its references, as in validation.
     """
@@ -184,10 +184,10 @@ class CaptionDataModule(FeatureDataModule):
                  eval_batch_size: int | None = None, length_group: int = 50, num_workers: int = 0,
                  pin_memory: bool = False, persistent_workers: bool = True, prefetch_factor: int = 2,
                  seed: int = 0, feature_cache: str = "none", worker_buffer_mb: int = 1024,
-                 train_items: str = "captions"):
+                 train_items: str = "captions", worker_read_threads: int = WORKER_THREADS):
         super().__init__({"train": train, "val": val, "test": test}, builder, batch_size, eval_batch_size,
                          num_workers, pin_memory, persistent_workers, prefetch_factor, seed, feature_cache,
-                         worker_buffer_mb)
+                         worker_buffer_mb, worker_read_threads)
         if train_items not in ("captions", "images"):
             raise UpdownError(f"data.train_items={train_items}: use captions (cross-entropy) or images (SCST)")
         self.train_items = train_items  # images: one row per image with its references (stage=scst)

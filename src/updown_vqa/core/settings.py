@@ -16,6 +16,7 @@ RANGES = {
     "data.max_question_length": ("int", 1, None),
     "data.min_answer_count": ("int", 1, None),
     "data.worker_buffer_mb": ("int", 1, None),
+    "data.worker_read_threads": ("int", 1, None),
     "model.hidden_dim": ("int", 1, None),
     "model.embed_dim": ("int", 1, None),
     "model.dropout": ("float", 0.0, 0.999),

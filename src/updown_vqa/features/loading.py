@@ -18,7 +18,7 @@ from updown_vqa.core.batch_slots import SlotDataLoader, SlotPool
 from updown_vqa.core.cache import as_list
 from updown_vqa.core.datamodule import SplitDataModule
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.features.regions import RegionTable
+from updown_vqa.features.regions import WORKER_THREADS, RegionTable
 from updown_vqa.features.store import FeatureStore
 
 
@@ -119,21 +119,25 @@ def batch_bytes(dataset: Dataset, batch_size: int) -> int:
 class FeatureDataModule(SplitDataModule):
     """A data module whose batches carry region features: one RegionTable over every split's stores
     (where `feature_cache` none | ram | device applies), batches handed over by workers through recycled
-    buffers (`worker_buffer_mb` each), and `device` mode's gather after the transfer."""
+    buffers (`worker_buffer_mb` each) and read on `worker_read_threads` threads each, and `device` mode's
+    gather after the transfer."""
 
     def __init__(self, splits: dict, builder=None, batch_size: int = 512, eval_batch_size: int | None = None,
                  num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool = True,
-                 prefetch_factor: int = 2, seed: int = 0, feature_cache: str = "none", worker_buffer_mb: int = 1024):
+                 prefetch_factor: int = 2, seed: int = 0, feature_cache: str = "none", worker_buffer_mb: int = 1024,
+                 worker_read_threads: int = WORKER_THREADS):
         super().__init__(splits, builder, batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers,
                          prefetch_factor, seed)
         self.feature_cache = feature_cache  # none | ram | device: see updown_vqa.features.regions
         self.worker_buffer_mb = worker_buffer_mb  # recycled batch buffers per worker: see batch_slots
+        self.worker_read_threads = worker_read_threads  # threads of each worker's reads: see regions._fill
         self.table: RegionTable | None = None
 
     def open_table(self, splits: dict | None = None) -> None:
         """One table for all splits (or those given): a store used by two splits is opened (and cached) once."""
         paths = [p for files in (splits or self.splits).values() for p in as_list(files.get("features"))]
         self.table = open_table(paths, self.feature_cache, self.pin_memory)
+        self.table.worker_threads = self.worker_read_threads
         if self.feature_cache == "device":
             self.table.to(self.trainer.strategy.root_device if self.trainer else "cpu")
 

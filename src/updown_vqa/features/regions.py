@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import h5py
 import numpy as np
@@ -27,6 +28,7 @@ from updown_vqa.features.store import FeatureStore
 
 MODES = ("none", "ram", "device")
 _LOAD_CHUNK_BYTES = 64 << 20
+WORKER_THREADS = 2  # a worker's reads run on 2 threads: one worker then outpaces reading in the main process
 
 
 class _Layout:
@@ -71,12 +73,13 @@ class RegionTable:
         self.dtype = np.result_type(*[s.dtype for s in stores])
         self.features = self.boxes = None  # [R + 1, D], [R + 1, 4] once loaded; row R is all zeros
         self.pin = False  # batches read in the main process go straight to pinned memory
-        self._pid, self._fds, self._files = None, None, None
+        self.worker_threads = WORKER_THREADS  # reading threads of each DataLoader worker
+        self._pid, self._fds, self._files, self._threads = None, None, None, None
         if cache == "ram":
             self.load()
 
     def __getstate__(self):
-        return self.__dict__ | {"_pid": None, "_fds": None, "_files": None}  # handles stay in their process
+        return self.__dict__ | {"_pid": None, "_fds": None, "_files": None, "_threads": None}  # stay in their process
 
     def position(self, path: str) -> int:
         return [s.path for s in self.stores].index(str(path))
@@ -175,12 +178,27 @@ class RegionTable:
 
     def _fill(self, starts: np.ndarray, counts: np.ndarray, features: np.ndarray, boxes: np.ndarray) -> None:
         """Fill the batch with one copy (from the table) or read (from the file) per image, in table and
-        so file order; a repeated image is copied from its first copy."""
+        so file order; a repeated image is copied from its first copy. A DataLoader worker splits its
+        file reads between `worker_threads` threads (a pread releases the GIL); the main process reads
+        on its one thread, the one that trains."""
         table = (self.features.numpy(), self.boxes.numpy()) if self.features is not None else None
         fds = None if table else self._open()
-        positions = np.searchsorted(self.base, starts, side="right") - 1
+        order = np.argsort(starts, kind="stable")
+        threads = self.worker_threads if get_worker_info() is not None else 1
+        if table is not None or len(order) < 2 * threads or not self._direct(features.dtype):
+            threads = 1  # h5py reads hold its lock: no gain from threads
+        parts = np.array_split(order, threads)
+        pending = [self._pool().submit(self._fill_part, part, starts, counts, features, boxes, table, fds)
+                   for part in parts[1:]]
+        self._fill_part(parts[0], starts, counts, features, boxes, table, fds)
+        for future in pending:
+            future.result()
+
+    def _fill_part(self, order: np.ndarray, starts: np.ndarray, counts: np.ndarray, features: np.ndarray,
+                   boxes: np.ndarray, table, fds) -> None:
+        positions = np.searchsorted(self.base, starts[order], side="right") - 1
         previous = -1
-        for b in np.argsort(starts, kind="stable"):
+        for b, p in zip(order, positions):
             start, count = int(starts[b]), int(counts[b])
             features[b, count:], boxes[b, count:] = 0, 0
             if previous >= 0 and starts[previous] == start:
@@ -188,9 +206,19 @@ class RegionTable:
             elif count and table:
                 features[b, :count], boxes[b, :count] = table[0][start : start + count], table[1][start : start + count]
             elif count:
-                p = positions[b]
                 self._read_run(p, fds[p], start - int(self.base[p]), features[b, :count], boxes[b, :count])
             previous = b
+
+    def _direct(self, dtype: np.dtype) -> bool:
+        """Every store is read with preads (contiguous, in the batch's dtype), not through h5py."""
+        return all(fd is not None for fd in self._open()) and all(s.dtype == dtype for s in self.stores)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """This process's reading threads besides its own (made after a fork, in the process that reads)."""
+        self._open()
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(max(1, self.worker_threads - 1), thread_name_prefix="region-read")
+        return self._threads
 
     def _read_run(self, p: int, fd: int | None, start: int, features: np.ndarray, boxes: np.ndarray) -> None:
         layout = self.layouts[p]
@@ -208,7 +236,7 @@ class RegionTable:
             self._fds = [os.open(s.path, os.O_RDONLY) if lay.feature_offset is not None
                          and lay.box_offset is not None else None
                          for s, lay in zip(self.stores, self.layouts)]
-            self._pid, self._files = os.getpid(), {}
+            self._pid, self._files, self._threads = os.getpid(), {}, None
         return self._fds
 
     def _h5(self, p: int) -> h5py.File:

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from updown_vqa.core.cache import as_list, load_cache
-from updown_vqa.features.loading import FeatureDataModule, StoreSet
+from updown_vqa.features.loading import WORKER_THREADS, FeatureDataModule, StoreSet
 from updown_vqa.vqa.preprocess import ANSWER_TYPES, preprocess
 
 
@@ -84,7 +84,8 @@ class VQADataModule(FeatureDataModule):
     Each split is {questions, annotations, features}, each a path or a list of paths. `builder`, when
     given, is called by `prepare_data` to create missing files (the built-in `shapes` dataset).
     `feature_cache` (none | ram | device) says where region features are read from during training;
-    `worker_buffer_mb` bounds each worker's recycled batch buffers (more: faster workers, more memory).
+    `worker_buffer_mb` bounds each worker's recycled batch buffers (more: faster workers, more memory);
+    `worker_read_threads` is how many threads each worker reads with.
     `dataset` names the files' layout: vqa2, vqacp2, gqa or clevr (updown_vqa.vqa.readers).
     """
 
@@ -93,9 +94,11 @@ class VQADataModule(FeatureDataModule):
                  min_answer_count: int = 9, answer_splits=("train",), vocab_splits=("train",),
                  batch_size: int = 512, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = True, prefetch_factor: int = 2, seed: int = 0,
-                 feature_cache: str = "none", worker_buffer_mb: int = 1024, dataset: str = "vqa2"):
+                 feature_cache: str = "none", worker_buffer_mb: int = 1024, dataset: str = "vqa2",
+                 worker_read_threads: int = WORKER_THREADS):
         super().__init__({"train": train, "val": val, "test": test}, builder, batch_size, None, num_workers,
-                         pin_memory, persistent_workers, prefetch_factor, seed, feature_cache, worker_buffer_mb)
+                         pin_memory, persistent_workers, prefetch_factor, seed, feature_cache, worker_buffer_mb,
+                         worker_read_threads)
         self.cache_dir = cache_dir
         self.preprocess_args = {"max_question_length": max_question_length,
                                 "min_answer_count": min_answer_count,
