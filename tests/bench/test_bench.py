@@ -24,6 +24,13 @@ def test_time_batches_counts_the_timed_samples_only():
     assert len(list(batches)) == 1  # warm-up and timed batches were consumed, no more
 
 
+@pytest.mark.parametrize("batch_size, batches", [(64, 160), (512, 20), (2048, 20)])
+def test_a_loader_run_times_10240_samples_unless_told(batch_size, batches):
+    assert bench.parse_args(["loader", "--batch-size", str(batch_size)]).batches == batches
+    assert bench.parse_args(["loader", "--batch-size", str(batch_size), "--batches", "3"]).batches == 3
+    assert bench.parse_args(["train", "--batch-size", str(batch_size)]).batches == 20
+
+
 def test_pss_of_this_process_and_its_children():
     child = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"],
                              stdout=subprocess.PIPE, text=True)

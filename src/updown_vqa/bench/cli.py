@@ -48,6 +48,8 @@ from updown_vqa.datasets.random_stores import synthetic_data, write_random_quest
 from updown_vqa.features.regions import WORKER_THREADS
 from updown_vqa.features.store import FeatureStore
 
+LOADER_SAMPLES = 10240  # a loader run's default length: 20 batches of 512, 160 of 64 (20 of 64 took 0.1 s: noise)
+
 
 def _data(args, root: str) -> dict:
     """VQADataModule arguments: random questions over `--features`, or a random store and questions."""
@@ -149,7 +151,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.add_argument("--num-workers", type=int, default=0)
         p.add_argument("--pin-memory", action="store_true")
         p.add_argument("--feature-cache", default="none", choices=["none", "ram", "device"])
-        p.add_argument("--batches", type=int, default=20, help="timed batches, after the warm-up")
+        p.add_argument("--batches", type=int, default=20,
+                       help="timed batches, after the warm-up (default 20; loader: 10,240 samples, at least 20)")
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
         p.add_argument("--work-dir", help="keep the random data here (default: a temporary folder)")
@@ -159,6 +162,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="alternated runs of every contender; each reports its best (default 3)")
     loader, train, gpu = sub.choices["loader"], sub.choices["train"], sub.choices["gpu"]
     add_gpu_arguments(gpu)
+    loader.set_defaults(batches=None)  # resolved below: at least LOADER_SAMPLES samples per run
     loader.add_argument("--naive-batches", type=int, help="timed batches of the naive reference (default M)")
     loader.add_argument("--memory", action="store_true", help="report PSS of the process and each worker")
     loader.add_argument("--compute-ms", type=float, default=0.0,
@@ -174,7 +178,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.add_argument("--embed-dim", type=int, default=300)
     train.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
     train.add_argument("--compile", action="store_true", help="torch.compile the model")
-    return check_int_args(parser, parser.parse_args(argv), non_negative=("num_workers", "warmup", "seed"))
+    args = check_int_args(parser, parser.parse_args(argv), non_negative=("num_workers", "warmup", "seed"))
+    if args.batches is None:
+        args.batches = max(20, -(-LOADER_SAMPLES // args.batch_size))
+    return args
 
 
 def main(argv=None) -> None:
