@@ -162,7 +162,7 @@ def test_init_from_another_task_or_vocabulary_is_refused(scst_setup, tmp_path):
 def test_stage_scst_runs_in_its_own_folder_and_trains_on_images(scst_setup):
     cfg, module, datamodule = scst_setup
     assert cfg.stage == "scst" and cfg.run_name == "shapes_caption_scst" and cfg.name == "shapes_caption"
-    # experiment_stage/shapes_caption_scst adds the BLEU-4 term to the reward (docs/captioning.md)
-    assert module.hparams.scst == {"samples": 5, "baseline": "greedy", "cider_weight": 1.0, "bleu_weight": 10.0}
+    # experiment_stage/shapes_caption_scst: the mean baseline, the paper's CIDEr-D reward
+    assert module.hparams.scst == {"samples": 5, "baseline": "mean", "cider_weight": 1.0, "bleu_weight": 0.0}
     batch = next(iter(datamodule.train_dataloader()))
     assert len(batch["references"]) == len(batch["image_ids"]) == 32  # one row per image, all its captions

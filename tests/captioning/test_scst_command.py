@@ -63,8 +63,8 @@ def test_scst_runs_in_its_own_folder_logging_rewards_and_greedy_validation(finis
     assert len(column(finished_scst, "train/reward")) == 8 and len(column(finished_scst, "val/cider")) == 2
     assert column(finished_scst, "train/reward_baseline") and column(finished_scst, "val/bleu4")
     saved = read_checkpoint(str(finished_scst / "checkpoints" / "last.ckpt"))
-    assert saved["hyper_parameters"]["scst"] == {"samples": 5, "baseline": "greedy", "cider_weight": 1.0,
-                                                 "bleu_weight": 10.0}  # experiment_stage/shapes_caption_scst
+    assert saved["hyper_parameters"]["scst"] == {"samples": 5, "baseline": "mean", "cider_weight": 1.0,
+                                                 "bleu_weight": 0.0}  # experiment_stage/shapes_caption_scst
     xe = read_checkpoint(xe_checkpoint)["state_dict"]
     changed = [k for k, v in saved["state_dict"].items() if not torch.equal(v, xe[k])]
     assert changed  # trained from the init's weights, in cap_scst, beside the untouched cap run

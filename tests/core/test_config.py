@@ -15,7 +15,7 @@ PAIRS = {
     ("vqa", "vqacp2"): (1024, 512, None, "vqacp2_updown"),
     ("vqa", "gqa"): (1024, 512, None, "gqa_updown"),
     ("vqa", "clevr"): (1024, 64, None, "clevr_updown"),
-    ("caption", "shapes_caption"): (256, 100, "00:00:12:00", "shapes_caption"),
+    ("caption", "shapes_caption"): (256, 100, "00:00:30:00", "shapes_caption"),
     ("caption", "coco_karpathy"): (1000, 50, None, "coco_updown"),
     ("detect", "shapes_detect"): (None, 16, "00:00:19:00", "detector_shapes"),
 }
