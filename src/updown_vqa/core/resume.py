@@ -29,7 +29,7 @@ from updown_vqa.core.checkpointing import LAST, UnreadableCheckpoint, read_check
 from updown_vqa.core.errors import UpdownError, fail
 from updown_vqa.core.io import write_json
 from updown_vqa.core.lock import check_free
-from updown_vqa.core.run_files import CHECKPOINTS, FAILED, FINISHED  # noqa: F401 (part of this module's API)
+from updown_vqa.core.run_files import CHECKPOINTS, FAILED, FINISHED
 
 log = logging.getLogger(__name__)
 

@@ -184,8 +184,9 @@ class RegionTable:
         table = (self.features.numpy(), self.boxes.numpy()) if self.features is not None else None
         fds = None if table else self._open()
         order = np.argsort(starts, kind="stable")
-        threads = self.worker_threads if get_worker_info() is not None else 1
-        if table is not None or len(order) < 2 * threads or not self._direct(features.dtype):
+        threads = self.worker_threads if fds is not None and get_worker_info() is not None else 1
+        if threads > 1 and (len(order) < 2 * threads or
+                            not all(self._by_pread(p, fd, features.dtype) for p, fd in enumerate(fds))):
             threads = 1  # h5py reads hold its lock: no gain from threads
         parts = np.array_split(order, threads)
         pending = [self._pool().submit(self._fill_part, part, starts, counts, features, boxes, table, fds)
@@ -209,9 +210,9 @@ class RegionTable:
                 self._read_run(p, fds[p], start - int(self.base[p]), features[b, :count], boxes[b, :count])
             previous = b
 
-    def _direct(self, dtype: np.dtype) -> bool:
-        """Every store is read with preads (contiguous, in the batch's dtype), not through h5py."""
-        return all(fd is not None for fd in self._open()) and all(s.dtype == dtype for s in self.stores)
+    def _by_pread(self, p: int, fd: int | None, dtype: np.dtype) -> bool:
+        """Store `p` is read with preads (contiguous, in the batch's dtype), not through h5py."""
+        return fd is not None and self.stores[p].dtype == dtype
 
     def _pool(self) -> ThreadPoolExecutor:
         """This process's reading threads besides its own (made after a fork, in the process that reads)."""
@@ -222,7 +223,7 @@ class RegionTable:
 
     def _read_run(self, p: int, fd: int | None, start: int, features: np.ndarray, boxes: np.ndarray) -> None:
         layout = self.layouts[p]
-        if fd is None or self.stores[p].dtype != features.dtype:  # chunked store: go through h5py
+        if not self._by_pread(p, fd, features.dtype):  # chunked store: go through h5py
             f = self._h5(p)
             features[:] = _rows(f["features"], start, start + len(features), layout.width, features.shape[1])
             boxes[:] = _rows(f["boxes"], start, start + len(boxes), layout.width, 4)
