@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from updown_vqa.captioning.model import FusedLSTMCell, UpDownCaptioner, caption_loss, init_weights
+from updown_vqa.captioning.lstm import FusedLSTMCell
+from updown_vqa.captioning.model import UpDownCaptioner, caption_loss, init_weights
 
 VOCAB, FEATURES, PAD, BOS, EOS = 11, 6, 0, 2, 3
 

@@ -2,8 +2,8 @@
 
 Dimensions: B batch, K regions, T tokens, D feature, E embedding, H hidden, A attention, V vocab.
 Training uses teacher forcing with cross-entropy that ignores padding (`caption_loss`).
-Slightly over 300 lines: one decoder step serves teacher forcing, greedy, beam and sampled decoding
-(SCST), and each decoding reads best next to that step.
+One decoder step (`_step`) serves teacher forcing, greedy, beam and sampled decoding (SCST); its two
+LSTMs are `captioning.lstm.FusedLSTMCell`.
 """
 
 from __future__ import annotations
@@ -15,53 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from updown_vqa.captioning.lstm import FusedLSTMCell
+
 State = tuple[Tensor, Tensor, Tensor, Tensor]  # h1, c1, h2, c2, each [B, H]
-
-
-class FusedLSTMCell(nn.Module):
-    """nn.LSTMCell with all four gates from one product [x; h] @ cat(W_xh, W_hh) (gate order i, f, g, o)."""
-
-    def __init__(self, input_size: int, hidden_size: int) -> None:
-        super().__init__()
-        self.input_size = input_size
-        self.hidden_size = hidden_size
-        self.weight = nn.Parameter(torch.empty(input_size + hidden_size, 4 * hidden_size))
-        self.bias = nn.Parameter(torch.empty(4 * hidden_size))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """Uniform(-1/sqrt(H), 1/sqrt(H)), as nn.LSTMCell."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(
-        self, x: Tensor, state: tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """One step: x [B, input_size], (h, c) each [B, H] (zeros when None) -> (h, c)."""
-        if state is None:
-            zeros = x.new_zeros(x.size(0), self.hidden_size)
-            state = (zeros, zeros)
-        h, c = state
-        gates = torch.addmm(self.bias, torch.cat([x, h], 1), self.weight)  # [B, 4H]
-        i, f, g, o = gates.chunk(4, 1)  # each [B, H]
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
-
-    @classmethod
-    def from_lstm_cell(cls, cell: nn.LSTMCell) -> FusedLSTMCell:
-        """A fused cell computing exactly what `cell` computes (weights copied, biases summed)."""
-        fused = cls(cell.input_size, cell.hidden_size).to(cell.weight_ih)
-        with torch.no_grad():
-            fused.weight.copy_(torch.cat([cell.weight_ih, cell.weight_hh], 1).t())
-            fused.bias.zero_()
-            if cell.bias:
-                fused.bias.copy_(cell.bias_ih + cell.bias_hh)
-        return fused
-
-    def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}"
 
 
 class CaptionAttention(nn.Module):
