@@ -1,0 +1,29 @@
+"""Merge the parts of a sharded extraction into one store: `python -m updown_vqa.features.merge OUT [PARTS...]`.
+
+PARTS default to every OUT.part-I-of-N.h5 of `extract ... shard=I/N` (the extraction merges them by
+itself when its last part finishes; this command is for a merge that was interrupted or left to later).
+The result equals a one-process extraction's store; the parts stay unless --remove-parts.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from updown_vqa.core.cli import command
+from updown_vqa.features.parts import find_parts, merge
+
+
+@command
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", help="the store to write (.h5)")
+    parser.add_argument("parts", nargs="*", help="part stores (default: every OUT.part-I-of-N.h5)")
+    parser.add_argument("--layout", choices=("padded", "flat"), default="padded",
+                        help="padded [N, K, D], as extract writes (default), or flat [R, D] with offsets")
+    parser.add_argument("--remove-parts", action="store_true", help="delete the parts once merged")
+    args = parser.parse_args(argv)
+    merge(args.out, args.parts or find_parts(args.out), args.layout, args.remove_parts)
+
+
+if __name__ == "__main__":
+    main()
