@@ -8,13 +8,15 @@ The result equals a one-process extraction's store; the parts stay unless --remo
 from __future__ import annotations
 
 import argparse
+import sys
 
-from updown_vqa.core.cli import command
+from updown_vqa.core.cli import as_error
+from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.parts import find_parts, merge
 
 
-@command
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Command line: merge, print the counts; bad input is one error line and status 1."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", help="the store to write (.h5)")
     parser.add_argument("parts", nargs="*", help="part stores (default: every OUT.part-I-of-N.h5)")
@@ -22,8 +24,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="padded [N, K, D], as extract writes (default), or flat [R, D] with offsets")
     parser.add_argument("--remove-parts", action="store_true", help="delete the parts once merged")
     args = parser.parse_args(argv)
-    merge(args.out, args.parts or find_parts(args.out), args.layout, args.remove_parts)
+    try:
+        merge(args.out, args.parts or find_parts(args.out), args.layout, args.remove_parts)
+    except (UpdownError, OSError, RuntimeError) as e:  # h5py wraps a full disk in either
+        error = e if isinstance(e, UpdownError) else as_error(e)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
