@@ -143,3 +143,9 @@ def assert_same_store(path, expected, ignore_attrs=()) -> None:
         for key in kept:
             mine, theirs = f.attrs[key], g.attrs[key]
             assert type(mine) is type(theirs) and np.array_equal(mine, theirs), f"{path}: attribute {key}"
+
+
+@pytest.fixture
+def same_store():
+    """`assert_same_store`, for a test folder whose own conftest.py hides this one from `import conftest`."""
+    return assert_same_store

@@ -132,3 +132,14 @@ def test_two_parts_finishing_together_merge_once(tmp_path, other_process, capsys
     assert not any(os.path.exists(p) for p in parts) and not os.path.exists(f"{out}.merge.lock")
     assert not merge_when_complete(out, parts, lambda i: os.path.isfile(parts[i]))  # nothing left to merge
     assert "0 of 2 parts done" in capsys.readouterr().out
+
+
+def test_random_parts_for_measuring_merge_into_every_image_sorted(tmp_path):
+    from updown_vqa.datasets.random_parts import write_random_parts
+    from updown_vqa.features.store import FeatureStore
+
+    out = str(tmp_path / "f.h5")
+    parts = write_random_parts(out, num_images=50, parts=3, min_boxes=2, max_boxes=5, dim=8)
+    assert parts == find_parts(out) and merge(out, parts)["images"] == 50
+    store = FeatureStore(out)
+    assert store.image_ids.tolist() == list(range(1, 51)) and 2 <= store.num_boxes.min() <= store.max_boxes <= 5
