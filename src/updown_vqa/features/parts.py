@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import logging
 import os
 from collections.abc import Callable, Sequence
 
@@ -25,7 +24,6 @@ from updown_vqa.features.shards import PART_NAME, part_path
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.features.writer import PER_BOX, write_sorted
 
-log = logging.getLogger(__name__)
 PER_PART_ATTRS = ("layout", ALL_FINITE)  # set anew for the merged store; every other attr must agree
 
 
