@@ -2,10 +2,12 @@
 and the part that finishes last merges them into a store equal to a one-process extraction's."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
-from conftest import assert_same_store, extract_config, write_images
+from conftest import assert_same_store, extract_config, run_module, write_images
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.features.extractors import extract
@@ -130,3 +132,30 @@ def test_an_interrupted_part_resumes_on_its_own_with_its_batch_size(tmp_path, mo
     extract(extract_config(*common, f"out={tmp_path / 'one.h5'}"))
     assert FeatureStore(out).image_ids.tolist() == [1, 2, 3, 4, 5, 6]
     assert_same_store(out, tmp_path / "one.h5")
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_extract_their_shards_and_one_of_them_merges(tmp_path, same_store):
+    write_images(tmp_path / "images", sizes=SIZES)
+    common = [f"images={tmp_path / 'images'}", *SMALL, f"paths.log_dir={tmp_path / 'logs'}"]
+    extract(extract_config(*common, f"out={tmp_path / 'one.h5'}"))
+    out = str(tmp_path / "ranks.h5")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")} | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--master_port=0", "-m", "updown_vqa.extract", *common, f"out={out}"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("ranks.h5: merged 2 parts, 7 images") == 1  # both finish; one merges
+    same_store(out, tmp_path / "one.h5")
+    assert sorted(os.listdir(tmp_path)) == ["images", "logs", "one.h5", "ranks.h5"]
+
+
+@pytest.mark.slow
+def test_a_bad_shard_on_the_command_line_is_one_error_line(tmp_path):
+    write_images(tmp_path / "images", sizes=SIZES[:1])
+    done = run_module("updown_vqa.extract", f"images={tmp_path / 'images'}", f"out={tmp_path / 'f.h5'}",
+                      *SMALL, "shard=3/3", f"paths.log_dir={tmp_path / 'logs'}")
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "error: shard=3/3: give I/N, part I of N counted from 0 (shard=0/4 .. shard=3/4), or auto (from "
+        "SLURM_ARRAY_TASK_ID or torchrun's RANK) or none"]
+    assert not os.path.exists(tmp_path / "f.h5")
