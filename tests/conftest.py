@@ -127,3 +127,25 @@ def pytest_sessionfinish(session, exitstatus):
 
     _ForkServer.stop()
     writer.EXIT_STATUS[0] = int(exitstatus)
+
+
+def assert_same_store(path, expected, ignore_attrs=()) -> None:
+    """Two HDF5 stores hold the same datasets (names, dtypes, shapes, values) and attributes."""
+    import h5py
+
+    with h5py.File(path, "r") as f, h5py.File(expected, "r") as g:
+        assert sorted(f) == sorted(g), f"{path}: datasets {sorted(f)}, expected {sorted(g)}"
+        for name in g:
+            assert (f[name].dtype, f[name].shape) == (g[name].dtype, g[name].shape), f"{path}: {name}"
+            assert np.array_equal(f[name][:], g[name][:]), f"{path}: {name} differs from {expected}"
+        kept = sorted(set(g.attrs) - set(ignore_attrs))
+        assert sorted(set(f.attrs) - set(ignore_attrs)) == kept, f"{path}: attributes"
+        for key in kept:
+            mine, theirs = f.attrs[key], g.attrs[key]
+            assert type(mine) is type(theirs) and np.array_equal(mine, theirs), f"{path}: attribute {key}"
+
+
+@pytest.fixture
+def same_store():
+    """`assert_same_store`, for a test folder whose own conftest.py hides this one from `import conftest`."""
+    return assert_same_store

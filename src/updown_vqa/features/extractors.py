@@ -16,6 +16,7 @@ import torchvision
 from omegaconf import DictConfig
 
 from updown_vqa.core.cache import file_identity
+from updown_vqa.core.cli import in_multirun
 from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.detection.c4_regions import C4RegionExtractor, build_c4, read_vocab
@@ -27,7 +28,9 @@ from updown_vqa.detection.model import (
 )
 from updown_vqa.features.boxes import BoxExtractor, check_boxes
 from updown_vqa.features.images import extract_to_store, list_keyed_images
+from updown_vqa.features.parts import merge_when_complete, part_ready
 from updown_vqa.features.rois import build_trunk, normalize_images, weights_record
+from updown_vqa.features.shards import Shard, choose_shard, part_path
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.features.work import check_inputs, remove_inputs
 
@@ -173,28 +176,53 @@ def load_boxes(path: str | None) -> dict[int, list]:
 
 
 def extract(cfg: DictConfig) -> str:
-    """Write (or finish, or confirm up to date) the feature store `cfg.out` for `cfg.images`."""
+    """Write (or finish, or confirm up to date) the feature store `cfg.out` for `cfg.images`. A shard
+    (`shard=I/N`, a SLURM array task, a torchrun rank) writes its part, and the last part to finish
+    merges them all into `cfg.out` (features/shards.py, features/parts.py)."""
     images, keys = list_keyed_images(cfg.images, by_name=cfg.get("ids", "auto") == "name")
     recipe = make_recipe(cfg)
     if not cfg.restart and _up_to_date(cfg.out, recipe, cfg.dtype, images, keys):
         print(f"{cfg.out}: up to date ({len(images)} images, same settings); nothing to do")
         return cfg.out
+    shard = choose_shard(cfg.get("shard"), in_multirun=in_multirun())
+    if shard is None:
+        _extract_images(cfg, recipe, images, keys, cfg.out)
+        return cfg.out
+    parts = [part_path(cfg.out, i, shard.count) for i in range(shard.count)]
+    blocks = [Shard(i, shard.count).select(images, cfg.batch_size) for i in range(shard.count)]
+
+    def ready(i: int) -> bool:
+        return part_ready(parts[i], recipe, cfg.dtype, blocks[i], keys)
+
+    if cfg.restart or not ready(shard.index):
+        log.info("%s: %d of the %d images into %s", shard, len(blocks[shard.index]), len(images),
+                 parts[shard.index])
+        _extract_images(cfg, recipe, blocks[shard.index], keys, parts[shard.index], shard)
+    merge_when_complete(cfg.out, parts, ready)
+    return cfg.out
+
+
+def _extract_images(cfg: DictConfig, recipe: dict, images: Mapping[int, str], keys: list[str] | None,
+                    out: str, shard: Shard | None = None) -> None:
+    """The store `out` (a shard's part: flat, merged later) of these images, resuming unfinished work."""
     boxes = check_boxes(load_boxes(cfg.boxes), images, cfg.boxes) if cfg.mode == "boxes" else None
     inputs = {"images": os.path.abspath(cfg.images), "boxes": file_identity(cfg.boxes) if cfg.boxes else None}
-    check_inputs(cfg.out, inputs, cfg.restart, "restart=true")  # an unfinished store resumes on its own inputs
+    if shard is not None:  # its block of images depends on the batch size too
+        inputs["shard"] = f"{shard.index}/{shard.count}, batch_size={cfg.batch_size}"
+    check_inputs(out, inputs, cfg.restart, "restart=true")  # an unfinished store resumes on its own inputs
     device = choose_device(cfg.device)
+    device = shard.device(device) if shard else device
     extractor = build_extractor(recipe, device, boxes)
     own_sizes = recipe.get("detector_arch") == "c4"  # it resizes each image itself (600 / 1000)
-    extract_to_store(images, extractor, extractor.feature_dim, cfg.out, recipe,
+    extract_to_store(images, extractor, extractor.feature_dim, out, recipe,
                      None if own_sizes else cfg.image_size, cfg.batch_size, cfg.num_workers,
                      cfg.pin_memory, device, cfg.autocast, cfg.dtype, resume=not cfg.restart,
                      image_keys=keys, allow_nonfinite=cfg.get("allow_nonfinite", False),
-                     per_box=getattr(extractor, "per_box", ()))
-    remove_inputs(cfg.out)
-    store = FeatureStore(cfg.out)
-    print(f"{cfg.out}: {len(store)} images, {len(store.skipped)} skipped, up to {store.max_boxes} "
+                     per_box=getattr(extractor, "per_box", ()), layout="flat" if shard else "padded")
+    remove_inputs(out)
+    store = FeatureStore(out)
+    print(f"{out}: {len(store)} images, {len(store.skipped)} skipped, up to {store.max_boxes} "
           f"regions of {store.feature_dim}-d {cfg.mode} features")
-    return cfg.out
 
 
 def _up_to_date(out: str, recipe: Mapping, dtype: str, images: Mapping[int, str],

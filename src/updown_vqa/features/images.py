@@ -159,6 +159,7 @@ def extract_to_store(
     image_keys: list[str] | None = None,
     allow_nonfinite: bool = False,
     per_box: tuple[str, ...] = (),
+    layout: str = "padded",
 ) -> str:
     """Features of every image into the store `out`, skipping ids a previous run already wrote;
     `image_keys[i]` is the string key of image id i, written as the store's `image_keys`."""
@@ -181,7 +182,7 @@ def extract_to_store(
             for batch in loader:
                 _write_batch(batch, extractor, writer, images, device)
                 bar.update(len(batch["ids"]) + len(batch["failed"]))
-    writer.finalize(image_keys=image_keys)
+    writer.finalize(layout, image_keys=image_keys)
     os.remove(_settings_path(out))
     if writer.skipped_ids:
         log.warning("%s: %d unreadable images were skipped; they are listed in its `skipped` "

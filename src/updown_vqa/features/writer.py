@@ -266,23 +266,30 @@ class StoreWriter:
         """Copy the work file into a contiguous store sorted by image id, rename it onto `path`.
 
         `image_keys[i]`, when given, is the string key of image id i (the store's `image_keys`)."""
-        if layout not in ("padded", "flat"):
-            raise ValueError(f"layout must be 'padded' or 'flat', not {layout!r}")
         self.close()
+        attrs = {**self.attrs, "dtype": self.dtype.name, "format_version": FORMAT_VERSION}
+        if self.all_finite is not None:  # else unknown: the first reader scans it once
+            attrs[ALL_FINITE] = self.all_finite
         # On any failure the work file is intact and a rerun finalizes again.
-        with atomic_path(self.path) as tmp:
-            with h5py.File(self.work_path, "r") as work, h5py.File(tmp, "w") as out:
-                _SortedCopy(work, out, layout).run()
-                out.attrs.update(self.attrs)
-                out.attrs.update(dtype=self.dtype.name, format_version=FORMAT_VERSION)
-                if self.all_finite is not None:  # else unknown: the first reader scans it once
-                    out.attrs[ALL_FINITE] = self.all_finite
-                out.attrs["layout"] = layout
-                if image_keys is not None:
-                    keys = [image_keys[i] for i in out["image_ids"][:].tolist()]
-                    out.create_dataset("image_keys", data=keys, dtype=h5py.string_dtype())
+        with h5py.File(self.work_path, "r") as work:
+            write_sorted(work, self.path, attrs, layout, image_keys)
         os.remove(self.work_path)
         return self.path
+
+
+def write_sorted(source, path: str, attrs: Mapping[str, object], layout: str = "padded",
+                 image_keys: Mapping[int, str] | None = None) -> None:
+    """Write the store `path` atomically from `source`, a work file (or anything read like one: the
+    merge's parts side by side), sorted by image id; `image_keys[i]` is the key of image id i."""
+    if layout not in ("padded", "flat"):
+        raise ValueError(f"layout must be 'padded' or 'flat', not {layout!r}")
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as out:
+        _SortedCopy(source, out, layout).run()
+        out.attrs.update(attrs)
+        out.attrs["layout"] = layout
+        if image_keys is not None:
+            keys = [image_keys[i] for i in out["image_ids"][:].tolist()]
+            out.create_dataset("image_keys", data=keys, dtype=h5py.string_dtype())
 
 
 def skip_hdf5_shutdown() -> None:
@@ -322,7 +329,9 @@ class _SortedCopy:
     """Copies a work file into contiguous datasets sorted by image id, a bounded slice at a time.
 
     The work file is read sequentially; each slice's images are written where they belong in the
-    sorted output, one write per stretch of images that are already in order.
+    sorted output, one write per stretch of images that are already in order. The per-row datasets
+    (features, boxes and any per-box labels) go through the same reused slice buffers, so memory
+    stays bounded whatever the store's size.
     """
 
     def __init__(self, work: h5py.File, out: h5py.File, layout: str):
@@ -342,53 +351,39 @@ class _SortedCopy:
         else:
             shape = (len(order), self.max_boxes)
         dim, dtype = work["features"].shape[1], work["features"].dtype
-        self.features = out.create_dataset("features", shape + (dim,), dtype)
-        self.boxes = out.create_dataset("boxes", shape + (4,), np.float32)
         self.per_slice = max(1, SLICE_BYTES // max(1, self.max_boxes * dim * dtype.itemsize))
         rows = min(self.per_slice * self.max_boxes, len(work["features"]))
-        self.feature_rows = np.empty((rows, dim), dtype)
-        self.box_rows = np.empty((rows, 4), np.float32)
-        if layout == "padded":  # reused by every slice (untouched pages cost nothing)
-            images = (min(self.per_slice, len(order)), self.max_boxes)
-            self.padded = np.empty(images + (dim,), dtype), np.empty(images + (4,), np.float32)
+        images = (min(self.per_slice, len(order)), self.max_boxes)
+        self.names = ("features", "boxes", *work.attrs.get("per_box", ()))
+        self.targets, self.row_buffers, self.padded = {}, {}, {}
+        for name in self.names:  # row buffers reused by every slice (untouched pages cost nothing)
+            tail, dtype = work[name].shape[1:], work[name].dtype
+            self.targets[name] = out.create_dataset(name, shape + tail, dtype)
+            self.row_buffers[name] = np.empty((rows,) + tail, dtype)
+            if layout == "padded":
+                self.padded[name] = np.empty(images + tail, dtype)
 
     def run(self) -> None:
         """Copy every slice of images, then the skip list."""
         for start in range(0, len(self.num_boxes), self.per_slice):
             images = slice(start, min(start + self.per_slice, len(self.num_boxes)))
-            feats, boxes = self._read(images)
-            if self.layout == "flat":
-                self._write_flat(images, feats, boxes)
-            else:
-                self._write_padded(images, feats, boxes)
+            for name in self.names:
+                rows = self._read(name, images)
+                if self.layout == "flat":
+                    self._write_flat(name, images, rows)
+                else:
+                    self._write_padded(name, images, rows)
         _copy_skipped(self.work, self.out, set(self.work["image_ids"][:].tolist()))
-        for name in self.work.attrs.get("per_box", ()):
-            self._copy_per_box(name)
 
-    def _copy_per_box(self, name: str) -> None:
-        """One value per box, sorted and laid out as `boxes` (padded with 0 or flat)."""
-        values = self.work[name][:]
-        per_image = np.split(values, self.source_offsets[1:-1]) if len(self.num_boxes) else []
-        order = np.argsort(self.destination, kind="stable")  # work index of each sorted image
-        if self.layout == "flat":
-            sorted_values = [per_image[i] for i in order]
-            data = np.concatenate(sorted_values) if sorted_values else values[:0]
-        else:
-            data = np.zeros((len(order), self.max_boxes), values.dtype)
-            for row, image in enumerate(order):
-                data[row, : len(per_image[image])] = per_image[image]
-        self.out.create_dataset(name, data=data)
-
-    def _read(self, images: slice) -> tuple[np.ndarray, np.ndarray]:
-        """Features and boxes of consecutive work-file images, read into the reused buffers."""
+    def _read(self, name: str, images: slice) -> np.ndarray:
+        """Rows of one dataset for consecutive work-file images, read into its reused buffer."""
         first, end = int(self.source_offsets[images.start]), int(self.source_offsets[images.stop])
-        feats, boxes = self.feature_rows[: end - first], self.box_rows[: end - first]
+        rows = self.row_buffers[name][: end - first]
         if end > first:
-            self.work["features"].read_direct(feats, np.s_[first:end])
-            self.work["boxes"].read_direct(boxes, np.s_[first:end])
-        return feats, boxes
+            self.work[name].read_direct(rows, np.s_[first:end])
+        return rows
 
-    def _write_flat(self, images: slice, feats: np.ndarray, boxes: np.ndarray) -> None:
+    def _write_flat(self, name: str, images: slice, rows: np.ndarray) -> None:
         local = (
             self.source_offsets[images.start : images.stop + 1] - self.source_offsets[images.start]
         )
@@ -396,15 +391,14 @@ class _SortedCopy:
         for first, end in _runs(targets):
             source = slice(int(local[first]), int(local[end]))
             dst = slice(int(self.offsets[targets[first]]), int(self.offsets[targets[end - 1] + 1]))
-            self.features[dst], self.boxes[dst] = feats[source], boxes[source]
+            self.targets[name][dst] = rows[source]
 
-    def _write_padded(self, images: slice, feats: np.ndarray, boxes: np.ndarray) -> None:
-        counts = self.num_boxes[images]
-        feats, boxes = _pad(feats, counts, self.padded[0]), _pad(boxes, counts, self.padded[1])
+    def _write_padded(self, name: str, images: slice, rows: np.ndarray) -> None:
+        padded = _pad(rows, self.num_boxes[images], self.padded[name])
         targets = self.destination[images]
         for first, end in _runs(targets):
             dst = slice(int(targets[first]), int(targets[end - 1]) + 1)
-            self.features[dst], self.boxes[dst] = feats[first:end], boxes[first:end]
+            self.targets[name][dst] = padded[first:end]
 
 
 def _runs(destination: np.ndarray):
