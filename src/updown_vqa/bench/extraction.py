@@ -1,6 +1,6 @@
 """Does `extract` keep the model busy? Its images/s against the model's alone on the same batches.
 
-    python -m updown_vqa.features.bench_extract [images=DIR] [any extract override]
+    python -m updown_vqa.bench.extraction [images=DIR] [any extract override]
     python -m updown_vqa.extract images=DIR out=unused.h5 bench=true [...]      (the same)
 
 The model alone runs the extractor on batches decoded beforehand and already on the device; the
