@@ -13,11 +13,11 @@ from torch import nn
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.detection.model import build_detector
-from updown_vqa.features.boxes import extract_box_features
 from updown_vqa.extraction.extractors import build_extractor, extract
+from updown_vqa.extraction.one_image import image_features
+from updown_vqa.features.boxes import extract_box_features
 from updown_vqa.features.images import extract_to_store, image_id, list_images
 from updown_vqa.features.loading import read_rows
-from updown_vqa.extraction.one_image import image_features
 from updown_vqa.features.rois import roi_features
 from updown_vqa.features.store import FeatureStore
 

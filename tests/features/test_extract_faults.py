@@ -11,8 +11,8 @@ from PIL import Image
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir
-from updown_vqa.features import images as images_module
 from updown_vqa.extraction.extractors import build_extractor, extract
+from updown_vqa.features import images as images_module
 from updown_vqa.features.images import extract_to_store
 from updown_vqa.features.store import FeatureStore
 

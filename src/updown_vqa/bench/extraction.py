@@ -26,8 +26,8 @@ from PIL import Image
 from updown_vqa.core.devices import choose_device as device_of
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir
-from updown_vqa.features.boxes import check_boxes
 from updown_vqa.extraction.extractors import build_extractor, load_boxes, make_recipe
+from updown_vqa.features.boxes import check_boxes
 from updown_vqa.features.images import ImageFiles, collate, extract_to_store, list_images
 
 
