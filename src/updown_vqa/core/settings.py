@@ -31,6 +31,7 @@ RANGES = {
     "checkpoint.every_n_train_steps": ("int", 1, None),
 }
 CHOICES = {
+    "stage": ("xe", "scst"),  # the training stage; extract's trunk cut is its own key, trunk=
     "nonfinite": ("error", "skip"),
     "model.attention": ("concat", "product"),
     "model.nonlinearity": ("gated_tanh", "relu"),
