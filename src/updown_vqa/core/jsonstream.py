@@ -1,37 +1,84 @@
 """Streaming the items of one huge top-level JSON object (GQA's `{split}_all_questions.json`, 10 GB for
-train) with memory bounded by the largest single value, never the whole file: ijson on its C backend
-(yajl2_c; `ijson.backend` says which one runs), with our error contract."""
+train) with memory bounded by the largest single value, never the whole file."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-
-import ijson
 
 from updown_vqa.core.errors import UpdownError
 
-_WHITESPACE = b" \t\n\r"
+_WHITESPACE = " \t\n\r"
+_DECODER = json.JSONDecoder()
 
 
-def iter_object_items(path: str, buffer_size: int = 1 << 16) -> Iterator[tuple[str, object]]:
-    """(key, value) of each item of the file's top-level object, in file order; numbers as json.load
-    gives them (int, float); integers beyond 64 bits are refused."""
+class _Buffer:
+    """A window of the file's text that grows only as far as one value needs."""
+
+    def __init__(self, path: str, chunk_chars: int):
+        self.path, self.chunk_chars = path, chunk_chars
+        self.file = open(path, encoding="utf-8")  # noqa: SIM115 (closed by iter_object_items)
+        self.text, self.pos, self.consumed, self.eof = "", 0, 0, False
+
+    def more(self) -> bool:
+        """Read another chunk, dropping what was parsed; False at the end of the file."""
+        if self.eof:
+            return False
+        chunk = self.file.read(self.chunk_chars)
+        self.consumed += self.pos
+        self.text, self.pos = self.text[self.pos :] + chunk, 0
+        self.eof = not chunk
+        return bool(chunk)
+
+    def skip_space(self) -> str:
+        """The next non-space character ('' at the end of the file), not consumed."""
+        while True:
+            while self.pos < len(self.text) and self.text[self.pos] in _WHITESPACE:
+                self.pos += 1
+            if self.pos < len(self.text) or not self.more():
+                return self.text[self.pos : self.pos + 1]
+
+    def expect(self, chars: str) -> str:
+        found = self.skip_space()
+        if not found or found not in chars:
+            self.fail(f"expected one of {chars!r}, found {found!r}")
+        self.pos += 1
+        return found
+
+    def value(self):
+        """Decode the JSON value at the cursor, reading more of the file until it is complete."""
+        self.skip_space()
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.text, self.pos)
+                if end < len(self.text) or self.eof:  # a number cut at the window's end would parse short
+                    self.pos = end
+                    return value
+            except json.JSONDecodeError as e:
+                if self.eof:
+                    self.fail(e.msg)
+            self.more()
+
+    def fail(self, what: str):
+        raise UpdownError(f"{self.path}: not a JSON object of items at character {self.consumed + self.pos} "
+                          f"({what}); use the file as distributed")
+
+
+def iter_object_items(path: str, chunk_chars: int = 1 << 20) -> Iterator[tuple[str, object]]:
+    """(key, value) of each item of the file's top-level object, in file order."""
     try:
-        file = open(path, "rb")  # noqa: SIM115 (closed below, also when the caller stops early)
+        buffer = _Buffer(str(path), chunk_chars)
     except OSError as e:
         raise UpdownError(f"{path}: cannot read it ({e.strerror}); check the path") from None
-    with file:
-        first = file.read(4096).lstrip(_WHITESPACE)[:1]
-        if first != b"{":
-            _fail(path, f"it starts with {first.decode(errors='replace')!r}, not '{{'" if first else "it is empty")
-        file.seek(0)
-        try:
-            yield from ijson.kvitems(file, "", use_float=True, buf_size=buffer_size)
-        except ijson.JSONError as e:
-            reason = e.args[0] if e.args else "invalid"
-            reason = reason.decode(errors="replace") if isinstance(reason, bytes) else str(reason)
-            _fail(path, f"{reason.splitlines()[0]}, within its first {file.tell()} bytes")
-
-
-def _fail(path: str, what: str):
-    raise UpdownError(f"{path}: not a JSON object of items ({what}); use the file as distributed")
+    with buffer.file:
+        buffer.expect("{")
+        if buffer.skip_space() == "}":
+            return
+        while True:
+            key = buffer.value()
+            if not isinstance(key, str):
+                buffer.fail("a key that is not a string")
+            buffer.expect(":")
+            yield key, buffer.value()
+            if buffer.expect(",}") == "}":
+                return
