@@ -45,3 +45,16 @@ def test_identical_differences_are_certain_or_no_evidence_instead_of_nan():
     assert paired_t_test([1.0, 2.0], [1.0, 2.0]) == (0.0, 1.0)
     assert paired_t_test([2.0, 3.0, 4.0], [1.0, 2.0, 3.0]) == (math.inf, 0.0)
     assert paired_t_test([1.0, 2.0, 3.0], [2.0, 3.0, 4.0]) == (-math.inf, 0.0)
+
+
+def test_paired_t_test_equals_scipy_ttest_rel():
+    import random
+
+    from scipy.stats import ttest_rel
+
+    rng = random.Random(0)
+    for n in (2, 3, 5, 12):
+        baseline = [rng.gauss(50, 3) for _ in range(n)]
+        values = [b + rng.gauss(0.5, 1) for b in baseline]
+        expected = ttest_rel(values, baseline)
+        assert paired_t_test(values, baseline) == pytest.approx((expected.statistic, expected.pvalue), rel=1e-12)
