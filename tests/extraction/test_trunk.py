@@ -12,6 +12,7 @@ from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.settings import check_settings
 from updown_vqa.extraction.extractors import extract
 from updown_vqa.features.loading import read_rows
+from updown_vqa.features.rois import build_trunk
 from updown_vqa.features.store import FeatureStore
 
 SIZE = 64
@@ -52,6 +53,11 @@ def test_an_unknown_trunk_cut_is_one_error_naming_the_key(tmp_path, override, me
     with pytest.raises(UpdownError, match=message):
         run_extract(tmp_path, "bad", override)
     assert not (tmp_path / "bad.h5").exists()
+
+
+def test_build_trunk_refuses_an_unknown_cut_before_loading_weights():  # the shapes builder's path
+    with pytest.raises(UpdownError, match="trunk='layer9': the trunk ends after one of layer1, layer2"):
+        build_trunk("resnet18", "/nonexistent/weights.pt", "layer9")
 
 
 def test_training_refuses_a_trunk_cut_as_its_stage():
