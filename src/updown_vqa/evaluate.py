@@ -27,10 +27,24 @@ from updown_vqa.vqa.task_evaluation import REQUIRED, evaluate_task
 def run_task(args: argparse.Namespace) -> dict:
     """The report of a task other than vqa; bad input is one error line (exit 1)."""
     try:
+        if args.task == "caption":
+            return caption_report(str(args.annotations), str(args.results))
         return evaluate_task(args.task, args)
     except UpdownError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
+
+
+def caption_report(annotations: str, results: str) -> dict:
+    """The COCO caption toolkit's scores, where this build has them."""
+    try:
+        from updown_vqa.captioning.coco_eval import evaluate_captions
+    except ImportError:
+        raise UpdownError("--task caption is not available in this build (updown_vqa.captioning.coco_eval "
+                          "is missing); score captions with the COCO caption toolkit") from None
+    report = evaluate_captions(annotations, results)
+    print(f"scored {report['images']} images of {results}", flush=True)
+    return report
 
 
 def _load(parser: argparse.ArgumentParser, path: Path, role: str, key: str | None):

@@ -5,7 +5,7 @@ RoI features at boxes given per image id in a json file; `regions`, bottom-up at
 Faster R-CNN. Image ids are the integer ending each file name (COCO_val2014_000000000042.jpg -> 42).
 The store records its recipe (mode, backbone, weights and their sha256, sizes, thresholds); `answer`
 rebuilds the same extractor from it. See conf/extract/config.yaml, docs/extraction.md and
-`updown_vqa.features.extractors`.
+`updown_vqa.extraction.extractors`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> None:
 
         bench(cfg)
     else:
-        from updown_vqa.features.extractors import extract
+        from updown_vqa.extraction.extractors import extract
 
         extract(cfg)
 

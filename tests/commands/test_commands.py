@@ -17,7 +17,7 @@ COMMANDS = [
     ("updown_vqa.answer", HYDRA, [f"ckpt={MISSING}.ckpt", "image=x.png", "question=what?"], 1),
     ("updown_vqa.visualize", HYDRA, [f"ckpt={MISSING}.ckpt", "question_id=1"], 1),
     ("updown_vqa.bench_sweep", HYDRA, ["synthetic=null", "data=vqa2", f"paths.data_dir={MISSING}"], 1),
-    ("updown_vqa.features.bench_extract", HYDRA, [f"images={MISSING}"], 1),
+    ("updown_vqa.bench.extraction", HYDRA, [f"images={MISSING}"], 1),
     ("updown_vqa.evaluate", ARGPARSE, ["--questions", MISSING, "--annotations", MISSING, "--results", MISSING], 2),
     ("updown_vqa.report", ARGPARSE, [MISSING], 1),
     ("updown_vqa.bench", ARGPARSE, ["loader", "--features", f"{MISSING}.h5"], 1),
@@ -41,7 +41,7 @@ def test_every_command_answers_help(module, kind, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("module,kind,bad,status", COMMANDS)
 def test_every_command_keeps_the_error_contract(module, kind, bad, status, tmp_path):
-    extra = [f"paths.log_dir={tmp_path}"] if kind == HYDRA and module != "updown_vqa.features.bench_extract" else []
+    extra = [f"paths.log_dir={tmp_path}"] if kind == HYDRA and module != "updown_vqa.bench.extraction" else []
     result = run_module(module, *bad, *extra, cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == status, output[-2000:]

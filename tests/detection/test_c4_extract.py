@@ -14,7 +14,7 @@ from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir
 from updown_vqa.detection.c4_regions import build_c4
 from updown_vqa.detection.selection import select_indices
-from updown_vqa.features.extractors import extract
+from updown_vqa.extraction.extractors import extract
 from updown_vqa.features.store import FeatureStore
 
 C4 = ("mode=regions", "detector.arch=c4", "detector.depth=18", "allow_random_weights=true",

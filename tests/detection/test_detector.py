@@ -19,7 +19,7 @@ from updown_vqa.core.training import train
 from updown_vqa.detection.data import DetectionDataModule, read_objects
 from updown_vqa.detection.model import build_detector
 from updown_vqa.detection.module import BottomUpDetector, attribute_loss
-from updown_vqa.features.extractors import extract
+from updown_vqa.extraction.extractors import extract
 from updown_vqa.features.loading import read_rows
 from updown_vqa.features.store import FeatureStore
 

@@ -13,11 +13,11 @@ from torch import nn
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.detection.model import build_detector
+from updown_vqa.extraction.extractors import build_extractor, extract
+from updown_vqa.extraction.one_image import image_features
 from updown_vqa.features.boxes import extract_box_features
-from updown_vqa.features.extractors import build_extractor, extract
 from updown_vqa.features.images import extract_to_store, image_id, list_images
 from updown_vqa.features.loading import read_rows
-from updown_vqa.features.one_image import image_features
 from updown_vqa.features.rois import roi_features
 from updown_vqa.features.store import FeatureStore
 
@@ -137,7 +137,7 @@ def test_boxes_mode_and_the_shapes_builder_share_one_path(tmp_path, resnet18_fil
     (tmp_path / "boxes.json").write_text(json.dumps({str(k): v for k, v in boxes.items()}))
     cli = str(tmp_path / "cli.h5")
     extract(extract_config(f"images={tmp_path / 'images'}", f"out={cli}", "mode=boxes",
-                           f"boxes={tmp_path / 'boxes.json'}", "backbone=resnet18", "stage=layer3",
+                           f"boxes={tmp_path / 'boxes.json'}", "backbone=resnet18", "trunk=layer3",
                            "roi_output_size=2", "spatial_features=true",
                            f"weights={resnet18_file}", f"image_size={SIZE}", "num_workers=0"))
     builder = str(tmp_path / "builder.h5")

@@ -11,8 +11,8 @@ from PIL import Image
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir
+from updown_vqa.extraction.extractors import build_extractor, extract
 from updown_vqa.features import images as images_module
-from updown_vqa.features.extractors import build_extractor, extract
 from updown_vqa.features.images import extract_to_store
 from updown_vqa.features.store import FeatureStore
 
@@ -57,7 +57,7 @@ def test_an_unfinished_extraction_resumes_only_on_its_own_image_folder(tmp_path,
         with initialize_config_dir(config_dir(), version_base="1.3"):
             return compose("extract/config", overrides=[
                 f"images={tmp_path / folder}", f"out={out}", "backbone=resnet18", "allow_random_weights=true",
-                f"image_size={SIZE}", "stage=layer2", "batch_size=2", "num_workers=0", *extra])
+                f"image_size={SIZE}", "trunk=layer2", "batch_size=2", "num_workers=0", *extra])
 
     original, calls = images_module._write_batch, []
 

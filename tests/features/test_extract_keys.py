@@ -8,7 +8,7 @@ from PIL import Image
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir
-from updown_vqa.features.extractors import extract
+from updown_vqa.extraction.extractors import extract
 from updown_vqa.features.images import list_images, list_keyed_images
 from updown_vqa.features.store import FeatureStore
 

@@ -10,7 +10,7 @@ import torch
 from conftest import assert_same_store, extract_config, run_module, write_images
 
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.features.extractors import extract
+from updown_vqa.extraction.extractors import extract
 from updown_vqa.features.shards import Shard, choose_shard
 from updown_vqa.features.store import FeatureStore
 
@@ -113,7 +113,7 @@ class StopAfterOneBatch:
 
 @pytest.mark.slow
 def test_an_interrupted_part_resumes_on_its_own_with_its_batch_size(tmp_path, monkeypatch):
-    from updown_vqa.features import extractors
+    from updown_vqa.extraction import extractors
 
     write_images(tmp_path / "images", sizes=SIZES[:6])
     common = [f"images={tmp_path / 'images'}", *SMALL]

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import extract_config, write_images
 
-from updown_vqa.features.extractors import extract
+from updown_vqa.extraction.extractors import extract
 
 SMALL = ["backbone=resnet18", "stage=layer2", "allow_random_weights=true", "image_size=32",
          "num_workers=0", "batch_size=2"]

@@ -11,11 +11,11 @@ from conftest import compose_config, extract_config, run_module, save_module, wr
 from updown_vqa.answer import quote_free_text
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.datasets.shapes import split_files
+from updown_vqa.extraction.extractors import extract
+from updown_vqa.extraction.one_image import feature_recipe, image_features
 from updown_vqa.features.boxes import extract_box_features
-from updown_vqa.features.extractors import extract
 from updown_vqa.features.images import list_images
 from updown_vqa.features.loading import read_rows
-from updown_vqa.features.one_image import feature_recipe, image_features
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.vqa.inference import answer_image
 from updown_vqa.vqa.module import UpDownVQA

@@ -1,6 +1,6 @@
 """Does `extract` keep the model busy? Its images/s against the model's alone on the same batches.
 
-    python -m updown_vqa.features.bench_extract [images=DIR] [any extract override]
+    python -m updown_vqa.bench.extraction [images=DIR] [any extract override]
     python -m updown_vqa.extract images=DIR out=unused.h5 bench=true [...]      (the same)
 
 The model alone runs the extractor on batches decoded beforehand and already on the device; the
@@ -26,8 +26,8 @@ from PIL import Image
 from updown_vqa.core.devices import choose_device as device_of
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.paths import config_dir
+from updown_vqa.extraction.extractors import build_extractor, load_boxes, make_recipe
 from updown_vqa.features.boxes import check_boxes
-from updown_vqa.features.extractors import build_extractor, load_boxes, make_recipe
 from updown_vqa.features.images import ImageFiles, collate, extract_to_store, list_images
 
 

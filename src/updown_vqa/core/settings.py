@@ -31,6 +31,7 @@ RANGES = {
     "checkpoint.every_n_train_steps": ("int", 1, None),
 }
 CHOICES = {
+    "stage": ("xe", "scst"),  # the training stage; extract's trunk cut is its own key, trunk=
     "nonfinite": ("error", "skip"),
     "model.attention": ("concat", "product"),
     "model.nonlinearity": ("gated_tanh", "relu"),
@@ -74,26 +75,6 @@ def check_settings(cfg) -> None:
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if value is not None and value not in allowed:
             raise UpdownError(f"{key}={value!r}: must be one of {', '.join(allowed)}")
-    check_splits(cfg)
-
-
-def check_splits(cfg) -> None:
-    """Training validates on data.val: for VQA it needs questions, annotations and features."""
-    from omegaconf import OmegaConf
-
-    if OmegaConf.select(cfg, "data._target_", default="") != "updown_vqa.vqa.data.VQADataModule":
-        return
-    val = OmegaConf.select(cfg, "data.val", default=None)
-    if not val:
-        raise UpdownError("data.val is not set; training validates on it (give questions, annotations and "
-                          "features)")
-    from updown_vqa.vqa.readers import get_reader
-
-    in_questions = getattr(get_reader(str(cfg.data.get("dataset", "vqa2"))), "ANSWERS_IN_QUESTIONS", False)
-    for part in ("questions", "features") if in_questions else ("questions", "annotations", "features"):
-        if not val.get(part):
-            raise UpdownError(f"data.val.{part} is not set; training validates on data.val, which needs "
-                              "questions, annotations and features")
 
 
 def check_int_args(parser, args, non_negative=("num_workers", "seed")):

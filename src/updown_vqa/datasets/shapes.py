@@ -246,13 +246,13 @@ class ShapesBuilder:
 
     def __init__(self, root: str, num_train_images: int = 8000, num_val_images: int = 1000,
                  image_size: int = 128, num_proposals: int = 8, seed: int = 0,
-                 backbone: str = "resnet18", weights: str | None = None, stage: str = "layer2",
+                 backbone: str = "resnet18", weights: str | None = None, trunk: str = "layer2",
                  roi_output_size: int = 2, batch_size: int = 64, num_workers: int = 0):
         self.root = root
         self.splits = {"train": (0, num_train_images), "val": (1, num_val_images)}
         self.scene_settings = {"image_size": image_size, "num_proposals": num_proposals, "seed": seed,
                                "num_images": {k: n for k, (_, n) in self.splits.items()}, "version": 2}
-        self.feature_settings = {"backbone": backbone, "weights": weights, "stage": stage,
+        self.feature_settings = {"backbone": backbone, "weights": weights, "stage": trunk,  # the name data built before recorded
                                  "output_size": roi_output_size, "image_size": image_size,
                                  "batch_size": batch_size, "num_workers": num_workers, "seed": seed}
 

@@ -1,1 +1,1 @@
-"""Region features: the HDF5 feature store and the extractors that write it."""
+"""Region features: the HDF5 feature store, its writer and the one read path (the extractors are in `extraction`)."""

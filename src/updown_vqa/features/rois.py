@@ -79,6 +79,8 @@ def build_trunk(backbone: str = "resnet152", weights: str | None = None, stage: 
         raise UpdownError(
             f"backbone={backbone!r} is not a torchvision ResNet (resnet18..resnet152)"
         )
+    if stage not in _STAGES:
+        raise UpdownError(f"trunk={stage!r}: the trunk ends after one of {', '.join(_STAGES)}")
     net = load_resnet(backbone, weights)
     layers = list(net.children())[:-2]  # drop avgpool and fc: the classic grid-feature trunk
     cut = [name for name, _ in net.named_children()].index(stage) + 1

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from updown_vqa.core.cache import as_list, load_cache
 from updown_vqa.features.loading import WORKER_THREADS, FeatureDataModule, StoreSet
 from updown_vqa.vqa.preprocess import ANSWER_TYPES, preprocess
+from updown_vqa.vqa.readers import check_val_split
 
 
 class VQADataset(Dataset):
@@ -104,6 +105,11 @@ class VQADataModule(FeatureDataModule):
                                 "min_answer_count": min_answer_count,
                                 "answer_splits": list(answer_splits), "vocab_splits": list(vocab_splits),
                                 "dataset": dataset}
+
+    def prepare_data(self) -> None:
+        """Refuse a run that cannot validate before any file is built or any epoch runs."""
+        check_val_split(self.splits.get("val"), self.preprocess_args["dataset"])
+        super().prepare_data()
 
     def _stage_splits(self, stage: str | None) -> dict:
         """The splits a stage reads: training needs only train and val (and any split the answer or

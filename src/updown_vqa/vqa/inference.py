@@ -19,9 +19,9 @@ from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import write_json
 from updown_vqa.core.sampling import BatchSampler
 from updown_vqa.core.text import UNK, Vocabulary, tokenize
+from updown_vqa.extraction.one_image import feature_recipe, image_features
 from updown_vqa.features.finite import require_finite
 from updown_vqa.features.loading import StoreSet
-from updown_vqa.features.one_image import feature_recipe, image_features
 from updown_vqa.vqa.data import VQADataset
 from updown_vqa.vqa.evaluation import evaluate
 from updown_vqa.vqa.module import UpDownVQA

@@ -1,4 +1,5 @@
-"""`evaluate --task gqa|clevr|caption`: the files each task needs, read and scored by its metric."""
+"""`evaluate --task gqa|clevr`: the files each task needs, read and scored by its metric (captions are
+scored by `captioning.coco_eval`, which the evaluate command calls itself: vqa does not import captioning)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ def evaluate_task(task: str, args) -> dict:
     if task == "clevr":
         questions = clevr.load_questions(str(args.questions))
         return evaluate_clevr(questions, read_json(str(args.results)), (str(args.questions), str(args.results)))
-    if task == "caption":
-        return _caption(str(args.annotations), str(args.results))
     raise UpdownError(f"--task {task}: no such evaluation here")
 
 
@@ -31,18 +30,6 @@ def _gqa(questions: str, results: str, choices: str | None) -> dict:
     predictions = results_by_id(read_json(results), "questionId", "prediction", str, results)
     choice_items = iter_object_items(choices) if choices else None
     return evaluate_gqa(gqa.iter_questions(questions), predictions, choice_items, (questions, results, choices))
-
-
-def _caption(annotations: str, results: str) -> dict:
-    """The COCO caption toolkit's scores, where this build has them."""
-    try:
-        from updown_vqa.captioning.coco_eval import evaluate_captions
-    except ImportError:
-        raise UpdownError("--task caption is not available in this build (updown_vqa.captioning.coco_eval "
-                          "is missing); score captions with the COCO caption toolkit") from None
-    report = evaluate_captions(annotations, results)
-    print(f"scored {report['images']} images of {results}", flush=True)
-    return report
 
 
 def evaluate_exact(dataset: str, questions: list[str], results: list[dict]) -> dict:

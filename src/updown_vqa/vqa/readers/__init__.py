@@ -29,3 +29,16 @@ def get_reader(name: str) -> ModuleType:
     if name not in READERS:
         raise UpdownError(f"data.dataset={name}: unknown dataset layout; use one of {list(READERS)}")
     return importlib.import_module(f"updown_vqa.vqa.readers.{name}")
+
+
+def check_val_split(val, dataset: str) -> None:
+    """Training validates on data.val: it needs questions and features, and annotations unless the
+    dataset's questions carry the answers. Checked when the data module is made, before any epoch."""
+    if not val:
+        raise UpdownError("data.val is not set; training validates on it (give questions, annotations and "
+                          "features)")
+    in_questions = getattr(get_reader(dataset), "ANSWERS_IN_QUESTIONS", False)
+    for part in ("questions", "features") if in_questions else ("questions", "annotations", "features"):
+        if not val.get(part):
+            raise UpdownError(f"data.val.{part} is not set; training validates on data.val, which needs "
+                              "questions, annotations and features")

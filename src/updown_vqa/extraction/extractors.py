@@ -36,6 +36,7 @@ from updown_vqa.features.work import check_inputs, remove_inputs
 
 log = logging.getLogger(__name__)
 MODES = ("grid", "boxes", "regions")
+TRUNK_CUTS = ("layer1", "layer2", "layer3", "layer4")
 ARCHS = ("fpn", "c4")
 DETECTOR_KEYS = ("num_classes", "proposals", "per_class_boxes", "nms_iou", "score_threshold",
                  "min_boxes", "max_boxes")
@@ -96,11 +97,23 @@ def make_recipe(cfg: DictConfig) -> dict:
                               f"{', '.join(REGION_FEATURES)}")
         recipe["feature_pooling"] = REGION_FEATURES[recipe["region_features"]]
     else:
-        recipe["stage"] = cfg.stage
+        recipe["stage"] = trunk_cut(cfg)  # the store attribute keeps its name: stores and checkpoints read it
     if cfg.mode == "boxes":
         recipe["roi_output_size"] = int(cfg.roi_output_size)
         recipe["boxes_file"] = os.path.abspath(cfg.boxes) if cfg.boxes else "given per image"
     return recipe
+
+
+def trunk_cut(cfg: DictConfig) -> str:
+    """The ResNet stage the trunk ends after: `trunk=`, or the deprecated `stage=layerN` (a warning)."""
+    key, cut = "trunk", cfg.trunk
+    if cfg.get("stage") is not None:
+        log.warning("extract: stage=%s is deprecated, use trunk=%s (stage is the training stage)",
+                    cfg.stage, cfg.stage)
+        key, cut = "stage", cfg.stage
+    if cut not in TRUNK_CUTS:
+        raise UpdownError(f"{key}={cut!r}: the trunk ends after one of {', '.join(TRUNK_CUTS)}")
+    return cut
 
 
 def _c4_recipe(cfg: DictConfig) -> dict:
