@@ -30,6 +30,7 @@ from updown_vqa.core.resume import (
     write_finished,
 )
 from updown_vqa.core.settings import check_settings
+from updown_vqa.core.slurm import RequeueOnSignal
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,17 @@ def train(cfg: DictConfig) -> dict:
     if finished is not None:
         return finished
     run_folder = os.path.dirname(os.path.abspath(cfg.checkpoint.dirpath))
-    with RunLock(run_folder) if main_process() else contextlib.nullcontext():  # one training per folder
-        return _fit(cfg, smoke)
+    # SLURM's SIGUSR1 before fit (building data, reading features) requeues the job, which starts over
+    with RunLock(run_folder) if main_process() else contextlib.nullcontext(), \
+            RequeueOnSignal(requeue=bool(cfg.checkpoint.get("requeue", True)) and main_process()) as signals:
+        try:
+            return _fit(cfg, smoke, signals)
+        except TrainingStopped as stopped:  # SIGTERM or SIGUSR1: last.ckpt is saved, the same command resumes
+            print(stopped, flush=True)
+            return {}
 
 
-def _fit(cfg: DictConfig, smoke: bool) -> dict:
+def _fit(cfg: DictConfig, smoke: bool, signals: RequeueOnSignal) -> dict:
     """`train` once the run folder is ours."""
     ckpt_path = None if smoke else resume_checkpoint(cfg.get("resume"), cfg.checkpoint.dirpath)
     started = time.monotonic()
@@ -107,11 +114,9 @@ def _fit(cfg: DictConfig, smoke: bool) -> dict:
     if ckpt_path:
         check_checkpoint(ckpt_path, model)
         keep_csv_metrics(loggers, ckpt_path)
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    except TrainingStopped as stopped:  # SIGTERM or SIGUSR1: last.ckpt is saved, the same command resumes
-        print(stopped, flush=True)
-        return {}
+    signals.stop_if_signalled("before training started")
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)  # LastCheckpoint: save, then requeue
+    signals.requeue = False  # the final checkpoint is written: the job ends in its own time
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback
     if getattr(checkpoint, "best_model_score", None) is not None:
