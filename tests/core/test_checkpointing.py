@@ -142,11 +142,12 @@ def test_sigusr1_under_slurm_saves_requeues_and_stops(data_dir, tmp_path, monkey
 
 
 @pytest.mark.parametrize("launcher,target", [
-    ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+    ("submitit_slurm", "hydra_plugins.updown_vqa_slurm.SlurmLauncher"),
     ("joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
 ])
 def test_launchers_compose_with_the_run_config(launcher, target):
-    cfg = compose_config([f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=4"], hydra=True)
+    cfg = compose_config([f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=4", "trainer.accelerator=gpu"],
+                         hydra=True)
     assert cfg.hydra.launcher._target_ == target
     if launcher == "submitit_slurm":
         assert cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node == 4
