@@ -154,3 +154,9 @@ def test_launchers_compose_with_the_run_config(launcher, target):
         assert cfg.hydra.launcher.additional_parameters.signal == "USR1@120"
         assert cfg.hydra.launcher.timeout_min <= 48 * 60
     assert instantiate(cfg.hydra.launcher) is not None  # the plugin accepts every key
+
+
+def test_the_slurm_launcher_asks_for_no_gpu_on_the_cpu():
+    cfg = compose_config(["hydra/launcher=submitit_slurm", "trainer.accelerator=cpu", "trainer.devices=2"], hydra=True)
+    assert cfg.hydra.launcher.gpus_per_node is None and cfg.hydra.launcher.tasks_per_node == 2
+    assert 1 <= cfg.hydra.launcher.cpus_per_task <= 8

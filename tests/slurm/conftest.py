@@ -16,6 +16,7 @@ import pytest
 
 from updown_vqa.core.paths import project_root
 
+
 def _root_conftest():
     """tests/conftest.py: both files are `conftest`, so `from conftest import ...` in tests/slurm/ finds
     this one; its helpers are offered here too."""

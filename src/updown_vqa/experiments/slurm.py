@@ -47,7 +47,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
 
     def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
         jobs = self._submit(job_overrides, initial_job_idx)
-        described = {job.job_id: " ".join(filter_overrides(o)) for job, o in zip(jobs, job_overrides)}
+        described = {job.job_id: label for job, label in zip(jobs, sweep_labels(job_overrides))}
         arrays = sorted({job.job_id.split("_")[0] for job in jobs})
         print(f"submitted {len(jobs)} SLURM job(s) ({', '.join(described)}); waiting until they leave the "
               f"queue, requeued ones included (squeue -j {','.join(arrays)})", flush=True)
@@ -56,7 +56,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         for job in jobs:
             ret, problem = outcome(job, states.get(job.job_id, "gone"))
             if problem:
-                unfinished.append(f"{job.job_id} ({described[job.job_id] or 'no overrides'}): {problem}")
+                unfinished.append(f"{job.job_id} ({described[job.job_id]}): {problem}")
             elif ret is not None:
                 returns.append(ret)
         if unfinished:
@@ -88,6 +88,13 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             fail(f"sbatch refused the sweep's jobs: {refusal(e)}. Check hydra.launcher.partition, "
                  ".gpus_per_node, .cpus_per_task and .timeout_min against `sinfo` "
                  "(conf/hydra/launcher/submitit_slurm.yaml, docs/clusters.md)")
+
+
+def sweep_labels(job_overrides) -> list[str]:
+    """Each job by the overrides in which the jobs differ (`seed=1`), else by its number."""
+    lists = [filter_overrides(list(o)) for o in job_overrides]
+    common = set.intersection(*(set(o) for o in lists)) if len(lists) > 1 else set()
+    return [" ".join(x for x in o if x not in common) or f"job {i}" for i, o in enumerate(lists)]
 
 
 def refusal(error: BaseException) -> str:
