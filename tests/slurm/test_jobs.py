@@ -78,7 +78,7 @@ def test_the_documented_sbatch_script_survives_sigusr1_and_finishes(slurm_cluste
 
 
 def test_extract_as_a_slurm_job_is_requeued_by_sigusr1_and_ends_with_the_one_process_store(slurm_cluster, tmp_path):
-    write_images(tmp_path / "images", sizes=[(64, 64)] * 300)
+    write_images(tmp_path / "images", sizes=[(64, 64)] * 40)
     args = [f"images={tmp_path / 'images'}", "backbone=resnet18", "allow_random_weights=true",
             "image_size=64", "batch_size=2", "num_workers=0", f"paths.log_dir={tmp_path / 'logs'}"]
     cluster = type(slurm_cluster)(env_with_python(slurm_cluster), slurm_cluster.partition, slurm_cluster.conf)

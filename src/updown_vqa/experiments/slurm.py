@@ -64,6 +64,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             fail(f"{len(unfinished)} of {len(jobs)} SLURM jobs did not finish: {'; '.join(unfinished)}. Logs: "
                  f"{sweep_dir}/.submitit/JOBID/; to continue them, run the same command again with "
                  f"hydra.sweep.dir={sweep_dir} (finished jobs are reported, not retrained)")
+        print(f"all {len(jobs)} SLURM job(s) finished", flush=True)
         return returns
 
     def _submit(self, job_overrides, initial_job_idx: int) -> list:
