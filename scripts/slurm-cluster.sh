@@ -16,8 +16,8 @@ PACKAGES=(slurmctld slurmd slurm-client munge)
 say() { echo "slurm-cluster: $*" >&2; }
 die() { echo "error: slurm-cluster: $*" >&2; exit 1; }
 
-alive() {  # alive PIDFILE: the process it names runs
-  [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
+alive() {  # alive PIDFILE: the process it names runs (also when it is root's and we are not)
+  [[ -s $1 ]] && [[ -d /proc/$(cat "$1") ]]
 }
 
 install_packages() {
@@ -102,8 +102,13 @@ wait_idle() {
 }
 
 up() {
+  if [[ $(id -u) -ne 0 ]]; then  # anyone may use a running cluster; only root installs and starts one
+    alive "$DIR/slurmctld.pid" && alive "$DIR/slurmd.pid" || die "no cluster running, and starting one needs root (sudo $0 up)"
+    wait_idle
+    echo "export SLURM_CONF=$CONF"
+    return
+  fi
   install_packages
-  [[ $(id -u) -eq 0 ]] || die "starting the daemons needs root (sudo $0 up)"
   local changed=0
   write_conf && changed=1
   if [[ $changed -eq 1 ]] && { alive "$DIR/slurmctld.pid" || alive "$DIR/slurmd.pid"; }; then
