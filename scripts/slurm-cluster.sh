@@ -4,6 +4,7 @@
 #                                     prints `export SLURM_CONF=...` once the node is idle
 #   scripts/slurm-cluster.sh down     stop them
 #   scripts/slurm-cluster.sh status   what runs, and sinfo
+# Exit status 3: this machine cannot host one (no root, packages not installable); 1: it failed.
 # Needs root (apt-get, the daemons). No systemd: the daemons are started by hand. Everything lives in
 # $SLURM_DIR (default /var/lib/updown-slurm): slurm.conf, state, spool, logs, pid files.
 set -euo pipefail
@@ -15,6 +16,7 @@ PACKAGES=(slurmctld slurmd slurm-client munge)
 
 say() { echo "slurm-cluster: $*" >&2; }
 die() { echo "error: slurm-cluster: $*" >&2; exit 1; }
+unavailable() { echo "error: slurm-cluster: $*" >&2; exit 3; }  # status 3: this machine cannot host one
 
 alive() {  # alive PIDFILE: the process it names runs (also when it is root's and we are not)
   [[ -s $1 ]] && [[ -d /proc/$(cat "$1") ]]
@@ -26,13 +28,13 @@ install_packages() {
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [[ ${#missing[@]} -eq 0 ]] && return
-  [[ $(id -u) -eq 0 ]] || die "${missing[*]} not installed, and installing needs root (sudo $0 up)"
-  command -v apt-get >/dev/null || die "${missing[*]} not installed and no apt-get here; install SLURM by hand"
+  [[ $(id -u) -eq 0 ]] || unavailable "${missing[*]} not installed, and installing needs root (sudo $0 up)"
+  command -v apt-get >/dev/null || unavailable "${missing[*]} not installed and no apt-get here; install SLURM by hand"
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null \
     && apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || die "apt-get install ${missing[*]} failed"
+    || unavailable "apt-get install ${missing[*]} failed (no package source reachable?)"
 }
 
 write_conf() {
@@ -103,7 +105,7 @@ wait_idle() {
 
 up() {
   if [[ $(id -u) -ne 0 ]]; then  # anyone may use a running cluster; only root installs and starts one
-    alive "$DIR/slurmctld.pid" && alive "$DIR/slurmd.pid" || die "no cluster running, and starting one needs root (sudo $0 up)"
+    alive "$DIR/slurmctld.pid" && alive "$DIR/slurmd.pid" || unavailable "no cluster running, and starting one needs root (sudo $0 up)"
     wait_idle
     echo "export SLURM_CONF=$CONF"
     return

@@ -59,6 +59,8 @@ def slurm_cluster() -> SlurmCluster:
     if reason:
         pytest.skip(reason)
     result = subprocess.run(["bash", SCRIPT, "up"], capture_output=True, text=True, timeout=900)
+    if result.returncode == 3:  # the script says the machine cannot host one (no root, no packages)
+        pytest.skip(result.stderr.strip().splitlines()[-1])
     if result.returncode != 0:
         pytest.fail(f"{SCRIPT} up failed:\n{result.stderr[-2000:]}")
     exports = [line for line in result.stdout.splitlines() if line.startswith("export SLURM_CONF=")]

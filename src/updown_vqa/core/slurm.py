@@ -76,9 +76,14 @@ class RequeueOnSignal:
 
     def _on_signal(self, signum, frame) -> None:
         _received.append(signum)
-        if self.requeue and not requeued() and slurm_job() and requeue_slurm_job():
+        if requeued():
+            return
+        if self.requeue and slurm_job() and requeue_slurm_job():
             log.warning("SIGUSR1 (the time limit is near) before training: SLURM job %s requeued; it "
                         "starts over and finds what was written so far", slurm_job())
+        else:
+            log.warning("SIGUSR1 outside a SLURM job (or without requeue): training stops before it starts; "
+                        "other work goes on")
 
     def stop_if_signalled(self, moment: str) -> None:
         """Raise TrainingStopped if SIGUSR1 came (`moment`: where we are, for the message)."""
