@@ -86,9 +86,7 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
                 executor.update_parameters(**params)
                 return executor.map_array(self, *zip(*job_params))
         except (submitit.core.utils.FailedJobError, RuntimeError, OSError, ValueError) as e:
-            fail(f"sbatch refused the sweep's jobs: {refusal(e)}. Check hydra.launcher.partition, "
-                 ".gpus_per_node, .cpus_per_task and .timeout_min against `sinfo` "
-                 "(conf/hydra/launcher/submitit_slurm.yaml, docs/clusters.md)")
+            fail(refusal(e))
 
 
 def sweep_labels(job_overrides) -> list[str]:
@@ -99,11 +97,14 @@ def sweep_labels(job_overrides) -> list[str]:
 
 
 def refusal(error: BaseException) -> str:
-    """sbatch's own words for a refused submission (its last `error:` line), or the exception's."""
+    """The one line for a submission that failed: sbatch's own words (its last `error:` line) and what to do."""
     if isinstance(error, FileNotFoundError) or "srun" in str(error):
-        return "no sbatch/srun on this machine's PATH (is this a SLURM login node?)"
+        return ("no sbatch/srun on this machine's PATH: submit from a SLURM login node, or run the sweep "
+                "here with hydra/launcher=joblib")
     lines = [line.split("error:", 1)[-1].strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
+    return (f"sbatch refused the sweep's jobs: {lines[-1] if lines else type(error).__name__}. Check "
+            "hydra.launcher.partition, .gpus_per_node, .cpus_per_task and .timeout_min against `sinfo` "
+            "(conf/hydra/launcher/submitit_slurm.yaml, docs/clusters.md)")
 
 
 def queue_states(job_ids: list[str]) -> dict[str, str] | None:
