@@ -20,6 +20,7 @@ import threading
 log = logging.getLogger(__name__)
 _requeued: list[str] = []  # the job ids this process requeued
 _received: list[int] = []  # SIGUSR1s that arrived under a RequeueOnSignal (nested ones share them)
+_depth = [0]  # RequeueOnSignal blocks now open: the outermost starts and ends with a clean slate
 
 
 class TrainingStopped(Exception):
@@ -65,6 +66,9 @@ class RequeueOnSignal:
         self.requeue, self._previous = requeue, None
 
     def __enter__(self) -> RequeueOnSignal:
+        if _depth[0] == 0:
+            _received.clear(), _requeued.clear()
+        _depth[0] += 1
         if threading.current_thread() is threading.main_thread():  # else Python refuses handlers
             self._previous = signal.signal(signal.SIGUSR1, self._on_signal)
         return self
@@ -73,6 +77,9 @@ class RequeueOnSignal:
         if self._previous is not None:
             signal.signal(signal.SIGUSR1, self._previous)
             self._previous = None
+        _depth[0] -= 1
+        if _depth[0] == 0:
+            _received.clear(), _requeued.clear()
 
     def _on_signal(self, signum, frame) -> None:
         _received.append(signum)

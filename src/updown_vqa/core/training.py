@@ -11,6 +11,7 @@ import time
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from updown_vqa.core.checkpointing import (
@@ -110,7 +111,10 @@ def _fit(cfg: DictConfig, smoke: bool, signals: RequeueOnSignal) -> dict:
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
     callbacks.append(NonFiniteLoss(cfg.get("nonfinite", "error")))  # before a NaN loss reaches the weights
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    plugins = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # SIGUSR1 is ours from start to end (no handler of Lightning's in between)
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins)
     if ckpt_path:
         check_checkpoint(ckpt_path, model)
         keep_csv_metrics(loggers, ckpt_path)

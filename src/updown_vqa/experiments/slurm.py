@@ -41,8 +41,8 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
         """One job, on the cluster. A job that requeued itself leaves no result: its next slice will."""
         with RequeueOnSignal():  # from the first moment the job can hold the signal
             result = super().__call__(*args, **kwargs)
-        if requeued():
-            raise SystemExit(0)  # not an Exception: submitit writes no result file for this slice
+            if requeued():
+                raise SystemExit(0)  # not an Exception: submitit writes no result file for this slice
         return result
 
     def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
