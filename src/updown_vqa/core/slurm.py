@@ -67,7 +67,7 @@ class RequeueOnSignal:
 
     def __enter__(self) -> RequeueOnSignal:
         if _depth[0] == 0:
-            _received.clear(), _requeued.clear()
+            _clear()
         _depth[0] += 1
         if threading.current_thread() is threading.main_thread():  # else Python refuses handlers
             self._previous = signal.signal(signal.SIGUSR1, self._on_signal)
@@ -79,7 +79,7 @@ class RequeueOnSignal:
             self._previous = None
         _depth[0] -= 1
         if _depth[0] == 0:
-            _received.clear(), _requeued.clear()
+            _clear()
 
     def _on_signal(self, signum, frame) -> None:
         _received.append(signum)
@@ -89,8 +89,8 @@ class RequeueOnSignal:
             log.warning("SIGUSR1 (the time limit is near) before training: SLURM job %s requeued; it "
                         "starts over and finds what was written so far", slurm_job())
         else:
-            log.warning("SIGUSR1 outside a SLURM job (or without requeue): training stops before it starts; "
-                        "other work goes on")
+            log.warning("SIGUSR1 not acted on here (no SLURM job, or training is over): a training not yet "
+                        "started stops before it starts; other work goes on")
 
     def stop_if_signalled(self, moment: str) -> None:
         """Raise TrainingStopped if SIGUSR1 came (`moment`: where we are, for the message)."""
@@ -98,6 +98,11 @@ class RequeueOnSignal:
             raise TrainingStopped(f"stopped by SIGUSR1 {moment}: nothing to save yet; "
                                   + ("the SLURM job is requeued and starts over" if requeued()
                                      else "run the same command to start over"))
+
+
+def _clear() -> None:
+    _received.clear()
+    _requeued.clear()
 
 
 def gpus_per_node(accelerator, devices, partition=None) -> int | None:
