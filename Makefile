@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train train-caption train-detector shapes-regions test test-fast lint tensorboard clean
+.PHONY: train train-caption train-detector shapes-regions test test-fast lint tensorboard clean slurm-up slurm-down
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,13 @@ sweep-loader: $(STAMP)
 bench-gpu:
 	@if ls wheels/*.whl >/dev/null 2>&1; then $(PYTHON) -m pip install --quiet --no-index --find-links wheels wheels/*.whl; fi
 	PYTHONPATH=src $(PYTHON) -m updown_vqa.bench gpu --out $(OUTPUTS)/bench_gpu $(ARGS)
+
+# A single-node SLURM cluster on this machine (root; installs Debian's packages where missing; docs/clusters.md)
+slurm-up:
+	bash scripts/slurm-cluster.sh up
+
+slurm-down:
+	bash scripts/slurm-cluster.sh down
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

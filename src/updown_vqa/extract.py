@@ -25,9 +25,11 @@ def main(cfg: DictConfig) -> None:
 
         bench(cfg)
     else:
+        from updown_vqa.core.slurm import RequeueOnSignal
         from updown_vqa.extraction.extractors import extract
 
-        extract(cfg)
+        with RequeueOnSignal():  # SLURM's SIGUSR1: requeued at once; the store resumes where it was
+            extract(cfg)
 
 
 if __name__ == "__main__":

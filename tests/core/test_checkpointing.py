@@ -142,14 +142,21 @@ def test_sigusr1_under_slurm_saves_requeues_and_stops(data_dir, tmp_path, monkey
 
 
 @pytest.mark.parametrize("launcher,target", [
-    ("submitit_slurm", "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"),
+    ("submitit_slurm", "hydra_plugins.updown_vqa_slurm.SlurmLauncher"),
     ("joblib", "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher"),
 ])
 def test_launchers_compose_with_the_run_config(launcher, target):
-    cfg = compose_config([f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=4"], hydra=True)
+    cfg = compose_config([f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=4", "trainer.accelerator=gpu"],
+                         hydra=True)
     assert cfg.hydra.launcher._target_ == target
     if launcher == "submitit_slurm":
         assert cfg.hydra.launcher.tasks_per_node == cfg.hydra.launcher.gpus_per_node == 4
         assert cfg.hydra.launcher.additional_parameters.signal == "USR1@120"
         assert cfg.hydra.launcher.timeout_min <= 48 * 60
     assert instantiate(cfg.hydra.launcher) is not None  # the plugin accepts every key
+
+
+def test_the_slurm_launcher_asks_for_no_gpu_on_the_cpu():
+    cfg = compose_config(["hydra/launcher=submitit_slurm", "trainer.accelerator=cpu", "trainer.devices=2"], hydra=True)
+    assert cfg.hydra.launcher.gpus_per_node is None and cfg.hydra.launcher.tasks_per_node == 2
+    assert 1 <= cfg.hydra.launcher.cpus_per_task <= 8

@@ -14,13 +14,11 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 import typing
 
 import torch
-from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import AnyNode, DictConfig, ListConfig
 from omegaconf.base import ContainerMetadata, Metadata
 from pytorch_lightning.callbacks import Checkpoint
@@ -28,6 +26,7 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import atomic_write
+from updown_vqa.core.slurm import TrainingStopped, requeue_slurm_job, slurm_job
 
 log = logging.getLogger(__name__)
 LAST = "last.ckpt"
@@ -36,10 +35,6 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # SIGUSR1: SLURM's warning befo
 
 class UnreadableCheckpoint(UpdownError):
     """A checkpoint file that is missing, truncated or corrupt."""
-
-
-class TrainingStopped(Exception):
-    """Raised after a stop signal once `last.ckpt` is saved; the entry point exits cleanly."""
 
 
 # Data-only classes of OmegaConf containers, which older checkpoints hold in their hparams (lists that
@@ -174,9 +169,9 @@ class LastCheckpoint(Checkpoint):
 
     def _stop(self, trainer, signum: int) -> None:
         name = signal.Signals(signum).name
-        requeued = self.requeue and signum == signal.SIGUSR1 and SLURMEnvironment.detect()
+        requeued = self.requeue and signum == signal.SIGUSR1 and slurm_job() is not None
         if requeued and trainer.is_global_zero:
-            requeue_slurm_job()
+            requeued = requeue_slurm_job()
         raise TrainingStopped(f"stopped by {name} at epoch {trainer.current_epoch}, step {trainer.global_step}: "
                               f"saved {self.path}" + ("; the SLURM job is requeued" if requeued else "")
                               + "; run the same command to resume")
@@ -191,19 +186,6 @@ class LastCheckpoint(Checkpoint):
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}
-
-
-def requeue_slurm_job() -> None:
-    """Put this SLURM job (or array task) back in the queue, as Lightning's SLURM plugin does."""
-    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-    job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
-    try:
-        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-        error = result.stderr.strip() if result.returncode else ""
-    except OSError as e:  # no scontrol on this node
-        error = str(e)
-    if error:
-        log.warning("scontrol requeue %s failed (%s); resubmit the job to resume", job, error)
 
 
 def load_init_weights(model, path: str) -> None:

@@ -30,7 +30,20 @@ def _job_dir(overrides: str) -> str:
     return job_dir(overrides)
 
 
+def _slurm_gpus(accelerator, devices, partition=None):
+    from updown_vqa.core.slurm import gpus_per_node
+
+    return gpus_per_node(accelerator, devices, partition)
+
+
+def _slurm_cpus(wanted, tasks_per_node=1, partition=None):
+    from updown_vqa.core.slurm import cpus_per_task
+
+    return cpus_per_task(wanted, tasks_per_node, partition)
+
+
 # The resolvers the configs use, registered by every command's `config_dir()` import.
-for _name, _resolver in (("project_root", project_root), ("run_dir", _run_dir), ("job_dir", _job_dir)):
+for _name, _resolver in (("project_root", project_root), ("run_dir", _run_dir), ("job_dir", _job_dir),
+                         ("slurm_gpus", _slurm_gpus), ("slurm_cpus", _slurm_cpus)):
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)

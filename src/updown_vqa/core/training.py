@@ -11,6 +11,7 @@ import time
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
+from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
 
 from updown_vqa.core.checkpointing import (
@@ -30,6 +31,7 @@ from updown_vqa.core.resume import (
     write_finished,
 )
 from updown_vqa.core.settings import check_settings
+from updown_vqa.core.slurm import RequeueOnSignal
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +88,17 @@ def train(cfg: DictConfig) -> dict:
     if finished is not None:
         return finished
     run_folder = os.path.dirname(os.path.abspath(cfg.checkpoint.dirpath))
-    with RunLock(run_folder) if main_process() else contextlib.nullcontext():  # one training per folder
-        return _fit(cfg, smoke)
+    # SLURM's SIGUSR1 before fit (building data, reading features) requeues the job, which starts over
+    with RunLock(run_folder) if main_process() else contextlib.nullcontext(), \
+            RequeueOnSignal(requeue=bool(cfg.checkpoint.get("requeue", True)) and main_process()) as signals:
+        try:
+            return _fit(cfg, smoke, signals)
+        except TrainingStopped as stopped:  # SIGTERM or SIGUSR1: last.ckpt is saved, the same command resumes
+            print(stopped, flush=True)
+            return {}
 
 
-def _fit(cfg: DictConfig, smoke: bool) -> dict:
+def _fit(cfg: DictConfig, smoke: bool, signals: RequeueOnSignal) -> dict:
     """`train` once the run folder is ours."""
     ckpt_path = None if smoke else resume_checkpoint(cfg.get("resume"), cfg.checkpoint.dirpath)
     started = time.monotonic()
@@ -103,15 +111,16 @@ def _fit(cfg: DictConfig, smoke: bool) -> dict:
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c]
     callbacks.append(NonFiniteLoss(cfg.get("nonfinite", "error")))  # before a NaN loss reaches the weights
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    plugins = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():  # SIGUSR1 is ours from start to end (no handler of Lightning's in between)
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, plugins=plugins)
     if ckpt_path:
         check_checkpoint(ckpt_path, model)
         keep_csv_metrics(loggers, ckpt_path)
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    except TrainingStopped as stopped:  # SIGTERM or SIGUSR1: last.ckpt is saved, the same command resumes
-        print(stopped, flush=True)
-        return {}
+    signals.stop_if_signalled("before training started")
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)  # LastCheckpoint: save, then requeue
+    signals.requeue = False  # the final checkpoint is written: the job ends in its own time
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     checkpoint = trainer.checkpoint_callback
     if getattr(checkpoint, "best_model_score", None) is not None:
