@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import os
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from updown_vqa.core.checkpointing import checkpoint_task, read_checkpoint
-from updown_vqa.core.cli import command
+from updown_vqa.core.cli import hydra_command
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.paths import config_dir
 
 
 def checkpoint_kind(path: str) -> str:
@@ -99,8 +97,7 @@ def draw_detections(cfg: DictConfig) -> dict:
     return {"labels": labels, "out": out}
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="visualize")
-@command
+@hydra_command("visualize")
 def main(cfg: DictConfig) -> None:
     import matplotlib
 

@@ -13,19 +13,16 @@ shared machine the best run is the one least disturbed. Without images=, `bench_
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from updown_vqa.core.cli import hydra_command
 from updown_vqa.core.devices import choose_device as device_of
-from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.paths import config_dir
 from updown_vqa.features.boxes import check_boxes
 from updown_vqa.features.extractors import build_extractor, load_boxes, make_recipe
 from updown_vqa.features.images import ImageFiles, collate, extract_to_store, list_images
@@ -113,13 +110,9 @@ def bench(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="extract/config")
+@hydra_command("extract/config")
 def main(cfg: DictConfig) -> None:
-    try:
-        bench(cfg)
-    except UpdownError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    bench(cfg)
 
 
 if __name__ == "__main__":
