@@ -17,6 +17,7 @@ import sys
 from omegaconf import DictConfig, OmegaConf
 
 from updown_vqa.core.cli import hydra_command
+from updown_vqa.core.settings import Number, check_group
 
 
 def quote_free_text(argv: list[str], keys=("question", "image", "ckpt", "weights")) -> list[str]:
@@ -51,6 +52,7 @@ def take_typed(argv: list[str], keys=("question",)) -> list[str]:
 def _main(cfg: DictConfig) -> None:
     from updown_vqa.vqa.inference import answer_image
 
+    check_group(cfg, "", {"top_k": Number("int", 1, 10**4)})
     boxes = OmegaConf.to_container(cfg.boxes) if cfg.boxes is not None else None
     question = TYPED.get("question", cfg.question)
     answers = answer_image(cfg.ckpt, cfg.image, question, boxes, cfg.top_k, cfg.weights, cfg.device)

@@ -24,7 +24,12 @@ from PIL import Image
 from updown_vqa.core.cli import hydra_command
 from updown_vqa.core.devices import choose_device as device_of
 from updown_vqa.features.boxes import check_boxes
-from updown_vqa.features.extractors import build_extractor, load_boxes, make_recipe
+from updown_vqa.features.extractors import (
+    build_extractor,
+    check_extract_settings,
+    load_boxes,
+    make_recipe,
+)
 from updown_vqa.features.images import ImageFiles, collate, extract_to_store, list_images
 
 
@@ -71,6 +76,7 @@ def preload(images: dict[int, str], image_size: int, batch_size: int, device) ->
 
 def bench(cfg: DictConfig) -> dict:
     """Print and return images/s of the model alone and of the whole pipeline, and their ratio."""
+    check_extract_settings(cfg)
     repeats, load = cfg.get("bench_repeats", 3), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         if OmegaConf.is_missing(cfg, "images") or not cfg.images:
