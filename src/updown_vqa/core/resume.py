@@ -30,6 +30,7 @@ from updown_vqa.core.errors import UpdownError, fail
 from updown_vqa.core.io import write_json
 from updown_vqa.core.lock import check_free
 from updown_vqa.core.run_files import CHECKPOINTS, FAILED, FINISHED
+from updown_vqa.core.settings import run_name
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,15 @@ def has_run(folder: str) -> bool:
     return os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
 
 
-def run_dir(base: str, resume) -> str:
-    """`base`; with resume=never and a run already there, the first `base-N` beside it without one.
-    A folder that a live training holds stops the command here, before Hydra writes into it."""
+def run_dir(runs: str, name: str, resume) -> str:
+    """`runs/name`; with resume=never and a run already there, the first `runs/name-N` beside it without
+    one. A name that would leave `runs` (a '/', '..') or a folder that a live training holds stops the
+    command here, before Hydra writes into it."""
+    try:
+        run_name("name", name)
+    except UpdownError as e:
+        fail(str(e))
+    base = os.path.join(runs, str(name))
     if str(resume) != "never" and not os.path.isfile(os.path.join(base, CHECKPOINTS, FINISHED)):
         try:
             check_free(base)
