@@ -100,3 +100,8 @@ def test_an_error_inside_instantiate_is_its_cause_in_one_line(tmp_path, data_dir
     result = run_module("updown_vqa.train", *tiny_overrides(data_dir, str(tmp_path)), "+model.foo=1", cwd=tmp_path)
     line = one_error_line(result)
     assert "updown_vqa.vqa.module.UpDownVQA" in line and "unexpected keyword argument 'foo'" in line
+
+
+def test_a_log_dir_that_cannot_be_written_is_one_line_naming_it(tmp_path):
+    result = run_module("updown_vqa.train", "paths.log_dir=/sys/updown_probe", cwd=tmp_path)
+    assert "/sys/updown_probe" in one_error_line(result)

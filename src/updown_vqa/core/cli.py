@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from updown_vqa.core.errors import UpdownError, fail
 from updown_vqa.core.hydra_errors import config_error
-from updown_vqa.core.io import no_space, write_error
+from updown_vqa.core.io import no_space, not_writable, write_error
 
 log = logging.getLogger("updown_vqa")
 
@@ -112,7 +112,7 @@ def as_error(error: BaseException) -> UpdownError | None:
     and omegaconf's errors unless HYDRA_FULL_ERROR asks for their traces), or None."""
     full = no_space(error)
     if full is None:
-        return None if full_error_asked() else config_error(error)
+        return not_writable(error) or (None if full_error_asked() else config_error(error))
     if full.filename:
         return write_error(full.filename, full)
     return UpdownError(f"a write failed ({full.strerror}); free space where this command writes (its "

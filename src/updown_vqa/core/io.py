@@ -30,8 +30,26 @@ def write_error(path: str, error: OSError, what: str = "it") -> UpdownError:
     """The one-line message for a write that failed (a full disk, a quota, a lost mount)."""
     folder = os.path.dirname(os.path.abspath(path))
     reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]  # h5py's runs over lines
+    if error.errno in NOT_WRITABLE:
+        return UpdownError(f"{path}: cannot write {what} ({reason}); nothing already written was changed. "
+                           f"{folder} is not writable by this user: point the command at a writable folder")
     return UpdownError(f"{path}: cannot write {what} ({reason}); nothing already written "
                        f"was changed. Free space in {folder}, then rerun the same command")
+
+
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def not_writable(error: BaseException) -> UpdownError | None:
+    """A read-only file system or a missing permission behind `error`, as one line naming the path."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NOT_WRITABLE and error.filename:
+            return UpdownError(f"{error.filename}: {os.strerror(error.errno)}; this user cannot write (or "
+                               "read) it: point the command at a folder it can use, or fix the permissions")
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def no_space(error: BaseException | None) -> OSError | None:
