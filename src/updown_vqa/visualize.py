@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from updown_vqa.core.checkpointing import checkpoint_task, read_checkpoint
 from updown_vqa.core.cli import hydra_command
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import refuse_overwriting_inputs
 from updown_vqa.core.settings import FLAG, Number, OneOf, check_group
 from updown_vqa.detection.selection import check_detector_settings
 
@@ -62,6 +63,7 @@ def visualize(cfg: DictConfig) -> dict:
     """Draw the configured question (or image) and save the PNG; returns what was drawn and `out`."""
     check_group(cfg, "", SETTINGS)
     check_detector_settings(cfg)
+    refuse_overwriting_inputs("out", cfg.out, {"checkpoint": cfg.ckpt, "image": cfg.image, "weights file": cfg.weights})
     from updown_vqa.captioning.inference import caption_picture, load_captioner
     from updown_vqa.core.viz import figure
     from updown_vqa.vqa.inference import load_vqa_model

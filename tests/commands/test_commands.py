@@ -18,7 +18,7 @@ COMMANDS = [
     ("updown_vqa.visualize", HYDRA, [f"ckpt={MISSING}.ckpt", "question_id=1"], 1),
     ("updown_vqa.bench_sweep", HYDRA, ["synthetic=null", "data=vqa2", f"paths.data_dir={MISSING}"], 1),
     ("updown_vqa.features.bench_extract", HYDRA, [f"images={MISSING}"], 1),
-    ("updown_vqa.evaluate", ARGPARSE, ["--questions", MISSING, "--annotations", MISSING, "--results", MISSING], 2),
+    ("updown_vqa.evaluate", ARGPARSE, ["--questions", MISSING, "--annotations", MISSING, "--results", MISSING], 1),
     ("updown_vqa.report", ARGPARSE, [MISSING], 1),
     ("updown_vqa.bench", ARGPARSE, ["loader", "--features", f"{MISSING}.h5"], 1),
     ("updown_vqa.features.convert_tsv", ARGPARSE, [f"{MISSING}.tsv", "--out", f"{MISSING}.h5"], 1),

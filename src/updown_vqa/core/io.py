@@ -99,6 +99,26 @@ def atomic_write(path: str, mode: str = "w", what: str = "it") -> Iterator:
         f.flush()
 
 
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file or folder (through links too: os.path.samefile), or would."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def refuse_overwriting_inputs(key: str, out, inputs: dict) -> None:
+    """An output can never destroy an input: `out` (named `key` to the user) must not be any of
+    `inputs` ({what: path}, None paths skipped) nor the same file through a link."""
+    if not out:
+        return
+    for what, path in inputs.items():
+        for one in path if isinstance(path, (list, tuple)) else [path]:
+            if one and same_file(str(out), str(one)):
+                raise UpdownError(f"{key}={out}: it is the {what} ({one}); writing it would destroy that "
+                                  "input. Choose another output path")
+
+
 def write_json(path: str, data, indent: int | None = None) -> None:
     """Write `data` as json, atomically, creating the folder."""
     with atomic_write(path) as f:

@@ -75,8 +75,15 @@ def read_finished(checkpoint_dir: str) -> dict | None:
     path = os.path.join(checkpoint_dir, FINISHED)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            summary = json.load(f)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise UpdownError(f"{path}: corrupt ({e}); delete it and run the same command again: it resumes "
+                          "from the run's last checkpoint and writes it anew") from None
+    if not isinstance(summary, dict):
+        raise UpdownError(f"{path}: corrupt (not a json object); delete it and run the same command again")
+    return summary
 
 
 def write_finished(checkpoint_dir: str, summary: dict, name: str = FINISHED) -> None:

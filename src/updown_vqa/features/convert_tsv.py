@@ -19,6 +19,7 @@ from tqdm import tqdm
 from updown_vqa.core.cache import file_identity
 from updown_vqa.core.cli import as_error
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import refuse_overwriting_inputs
 from updown_vqa.features.tsv import (
     BadLine,
     first_feature_dim,
@@ -93,6 +94,7 @@ def convert(
     allow_nonfinite: bool = False,
 ) -> dict[str, object]:
     """Convert TSV files into the store at `out`; returns counts of images, resumed and bad lines."""
+    refuse_overwriting_inputs("--out", out, {"input TSV": list(paths)})
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise UpdownError(f"TSV file(s) not found: {', '.join(missing)}")

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from updown_vqa.core.cache import file_identity
 from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import refuse_overwriting_inputs
 from updown_vqa.core.settings import FLAG, Number, OneOf, check_group
 from updown_vqa.detection.c4_regions import C4RegionExtractor, build_c4, read_vocab
 from updown_vqa.detection.model import (
@@ -186,6 +187,8 @@ def load_boxes(path: str | None) -> dict[int, list]:
 def extract(cfg: DictConfig) -> str:
     """Write (or finish, or confirm up to date) the feature store `cfg.out` for `cfg.images`."""
     check_extract_settings(cfg)
+    refuse_overwriting_inputs("out", cfg.out, {"images folder": cfg.images, "boxes file": cfg.get("boxes"),
+                                               "weights file": cfg.get("weights")})
     images, keys = list_keyed_images(cfg.images, by_name=cfg.get("ids", "auto") == "name")
     recipe = make_recipe(cfg)
     if not cfg.restart and _up_to_date(cfg.out, recipe, cfg.dtype, images, keys):

@@ -16,7 +16,7 @@ from updown_vqa.core.cache import as_list
 from updown_vqa.core.checkpointing import load_module
 from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.io import write_json
+from updown_vqa.core.io import refuse_overwriting_inputs, write_json
 from updown_vqa.core.sampling import BatchSampler
 from updown_vqa.core.settings import Number, OneOf, check_group, declared
 from updown_vqa.core.text import UNK, Vocabulary, tokenize
@@ -116,6 +116,10 @@ def predict(cfg: DictConfig) -> dict:
         raise UpdownError(f"split={cfg.split}: data.{cfg.split} is not configured; set "
                           f"data.{cfg.split}.questions=... data.{cfg.split}.features=... or pick another split")
     files = OmegaConf.to_container(cfg.data[cfg.split], resolve=True)
+    inputs = {"checkpoint": cfg.ckpt, **{f"data.{cfg.split}.{k}": v for k, v in files.items()}}
+    refuse_overwriting_inputs("out", cfg.out, inputs)
+    if cfg.top_k:
+        refuse_overwriting_inputs("top_k_out", cfg.top_k_out, {**inputs, "out": cfg.out})
     dataset = cfg.data.get("dataset", "vqa2")
     model = load_vqa_model(cfg.ckpt)
     loader = question_loader(model.hparams, files, cfg.split, cfg.data.batch_size,
