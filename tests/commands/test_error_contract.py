@@ -105,3 +105,79 @@ def test_an_error_inside_instantiate_is_its_cause_in_one_line(tmp_path, data_dir
 def test_a_log_dir_that_cannot_be_written_is_one_line_naming_it(tmp_path):
     result = run_module("updown_vqa.train", "paths.log_dir=/sys/updown_probe", cwd=tmp_path)
     assert "/sys/updown_probe" in one_error_line(result)
+
+
+# Outputs that would destroy an input, and files that are not what they should be.
+def tsv(path):
+    import numpy as np
+
+    from updown_vqa.features.tsv import write_tsv
+
+    write_tsv(str(path), [(1, 10, 10, np.array([[0, 0, 5, 5]], np.float32), np.ones((1, 4), np.float32))])
+    return path
+
+
+@pytest.mark.parametrize("through_link", [False, True])
+def test_convert_tsv_never_writes_over_its_input(tmp_path, through_link):
+    source = tsv(tmp_path / "self.tsv")
+    out = tmp_path / "link.h5" if through_link else source
+    if through_link:
+        out.symlink_to(source)
+    before = source.read_bytes()
+    result = run_module("updown_vqa.features.convert_tsv", str(source), "--out", str(out), cwd=tmp_path)
+    assert f"--out={out}: it is the input TSV" in one_error_line(result)
+    assert source.read_bytes() == before
+
+
+def test_evaluate_never_writes_its_report_over_the_results(tmp_path):
+    import json
+
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"question_id": 1, "answer": "red"}]))
+    before = results.read_text()
+    result = run_module("updown_vqa.evaluate", "--questions", str(results), "--annotations", str(results),
+                        "--results", str(results), "--out", str(results), cwd=tmp_path)
+    assert "it is the --questions file" in one_error_line(result) and results.read_text() == before
+
+
+def run_folder(tmp_path):
+    """A finished-looking run folder for the report: .hydra/overrides.yaml and a metrics.csv."""
+    run = tmp_path / "runs" / "r"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- seed=0\n")
+    (run / "metrics.csv").write_text("epoch,step,val/acc\n0,10,50.0\n")
+    return run
+
+
+def test_report_names_a_metrics_csv_that_is_not_utf8(tmp_path):
+    run = run_folder(tmp_path)
+    (run / "metrics.csv").write_bytes(b"epoch,step,val/acc\n0,10,\xff\xfe\n")
+    result = run_module("updown_vqa.report", str(tmp_path / "runs"), cwd=tmp_path)
+    assert f"{run / 'metrics.csv'}: not a metrics.csv of CSVLogger" in one_error_line(result)
+
+
+def test_report_out_naming_an_existing_file_is_one_line(tmp_path):
+    run_folder(tmp_path)
+    (tmp_path / "taken").write_text("keep me")
+    result = run_module("updown_vqa.report", str(tmp_path / "runs"), "--out", str(tmp_path / "taken"), cwd=tmp_path)
+    assert "--out" in one_error_line(result) and (tmp_path / "taken").read_text() == "keep me"
+
+
+def test_a_corrupt_finished_json_is_named_with_what_to_do(tmp_path, data_dir):
+    checkpoints = tmp_path / "runs" / "cut" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "finished.json").write_text('{"monitor": "val/acc", "be')
+    result = run_module("updown_vqa.train", *tiny_overrides(data_dir, str(tmp_path)), "name=cut", cwd=tmp_path)
+    assert "finished.json: corrupt" in one_error_line(result) and "delete it and run the same command again" in result.stderr
+
+
+def test_compare_of_disjoint_stores_says_why_it_failed(tmp_path):
+    import numpy as np
+
+    from updown_vqa.features.store import write_store
+
+    for name, first in (("a.h5", 1), ("b.h5", 100)):
+        write_store(str(tmp_path / name), [first, first + 1], [(10, 10)] * 2,
+                    [np.array([[0, 0, 5, 5]], np.float32)] * 2, [np.ones((1, 4), np.float32)] * 2)
+    result = run_module("updown_vqa.features.compare", str(tmp_path / "a.h5"), str(tmp_path / "b.h5"), cwd=tmp_path)
+    assert "2 of 2 reference images are not in our store" in one_error_line(result)
