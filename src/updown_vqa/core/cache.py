@@ -58,6 +58,13 @@ def file_state(path: str) -> dict:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
 
 
+def files_digest(paths) -> str:
+    """One hash of many files' names and `file_state`s (a stat each, no read): a folder of images whose
+    files were added, removed, replaced or edited gets another digest."""
+    states = sorted((os.path.abspath(p), *file_state(p).values()) for p in paths)
+    return f"{len(states)} files, sha1 {hashlib.sha1(json.dumps(states).encode()).hexdigest()[:16]}"
+
+
 def content_hash(path: str) -> dict:
     """`file_state` plus the sha1 of the whole file, read once per state in a process (an 18 GB store:
     about 70 s at the 0.26 GB/s measured on a shared 2-core machine; docs/reliability.md)."""

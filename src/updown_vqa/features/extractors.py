@@ -15,7 +15,7 @@ import torch
 import torchvision
 from omegaconf import DictConfig
 
-from updown_vqa.core.cache import file_identity
+from updown_vqa.core.cache import file_identity, file_state, files_digest
 from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import refuse_overwriting_inputs
@@ -195,7 +195,8 @@ def extract(cfg: DictConfig) -> str:
         print(f"{cfg.out}: up to date ({len(images)} images, same settings); nothing to do")
         return cfg.out
     boxes = check_boxes(load_boxes(cfg.boxes), images, cfg.boxes) if cfg.mode == "boxes" else None
-    inputs = {"images": os.path.abspath(cfg.images), "boxes": file_identity(cfg.boxes) if cfg.boxes else None}
+    inputs = {"images": os.path.abspath(cfg.images), "image_files": files_digest(images.values()),
+              "boxes": file_identity(cfg.boxes) | file_state(cfg.boxes) if cfg.boxes else None}
     check_inputs(cfg.out, inputs, cfg.restart, "restart=true")  # an unfinished store resumes on its own inputs
     device = choose_device(cfg.device)
     extractor = build_extractor(recipe, device, boxes)
