@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from updown_vqa.core.io import write_json
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import no_space, write_json
 
 COLORS = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 230),
@@ -265,7 +266,14 @@ class ShapesBuilder:
         with open(os.path.join(self.root, ".build.lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             with torch.random.fork_rng():  # the features' loader draws from torch: keep the run's seed intact
-                self._build()
+                try:
+                    self._build()
+                except (OSError, RuntimeError) as e:  # torch and h5py wrap a full disk in their own errors
+                    if no_space(e) is None:
+                        raise
+                    raise UpdownError(f"{self.root}: the shapes dataset could not be written there (No space "
+                                      "left on device); free space in that folder (or set paths.data_dir to "
+                                      "another), then rerun the same command") from e
 
     def complete(self) -> bool:
         """Every file there, made with these settings: nothing to build (nothing is written)."""
