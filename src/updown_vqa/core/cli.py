@@ -40,18 +40,17 @@ def command(main: Callable) -> Callable:
     return wrapper
 
 
-_composing = []  # [True] while hydra_command has set HYDRA_FULL_ERROR itself
+COMPOSING = "UPDOWN_VQA_COMPOSING"  # set beside HYDRA_FULL_ERROR by hydra_command (inherited by job processes)
 
 
 def full_error_asked() -> bool:
     """The user (not hydra_command) set HYDRA_FULL_ERROR=1 for Hydra's complete stack traces."""
-    return os.environ.get("HYDRA_FULL_ERROR") == "1" and not _composing
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" and COMPOSING not in os.environ
 
 
 def composed() -> None:
     """Unset the HYDRA_FULL_ERROR that hydra_command set while Hydra composed the config."""
-    if _composing:
-        _composing.clear()
+    if os.environ.pop(COMPOSING, None) is not None:
         os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
@@ -73,8 +72,7 @@ def hydra_command(config_name: str) -> Callable:
         def main():
             if full_error_asked():
                 return task()
-            os.environ["HYDRA_FULL_ERROR"] = "1"
-            _composing.append(True)
+            os.environ["HYDRA_FULL_ERROR"] = os.environ[COMPOSING] = "1"
             try:
                 return task()
             except Exception as e:
