@@ -25,6 +25,8 @@ HYDRA_PROBES = [
     ("updown_vqa.train", ["name=日本"], """quote it, as in 'name="日本"'"""),
     ("updown_vqa.train", ["model.hidden_dim=1)"], """quote it, as in 'model.hidden_dim="1)"'"""),
     ("updown_vqa.predict", [], "ckpt is not set; give ckpt=VALUE"),
+    ("updown_vqa.predict_caption", [], "ckpt is not set; give ckpt=VALUE"),
+    ("updown_vqa.predict_caption", ["ckpt=x.ckpt", "beam_size=0"], "beam_size=0: must be an integer in [1, 1000]"),
     ("updown_vqa.extract", ["out=x.h5"], "images is not set; give images=VALUE"),
     ("updown_vqa.visualize", ["ckpt=x.ckpt", "question_id=1", "out=att.pngx"], "out=att.pngx: name a file ending in one of"),
     ("updown_vqa.answer", ["ckpt=x.ckpt", "image=x.png", "question=why?", "top_k=0"], "top_k=0: must be an integer in [1, 10000]"),

@@ -113,7 +113,7 @@ def refuse_overwriting_inputs(key: str, out, inputs: dict) -> None:
     if not out:
         return
     for what, path in inputs.items():
-        for one in path if isinstance(path, (list, tuple)) else [path]:
+        for one in [path] if path is None or isinstance(path, (str, os.PathLike)) else list(path):
             if one and same_file(str(out), str(one)):
                 raise UpdownError(f"{key}={out}: it is the {what} ({one}); writing it would destroy that "
                                   "input. Choose another output path")
