@@ -22,7 +22,7 @@ COMMANDS = [
     ("updown_vqa.report", ARGPARSE, [MISSING], 1),
     ("updown_vqa.bench", ARGPARSE, ["loader", "--features", f"{MISSING}.h5"], 1),
     ("updown_vqa.features.convert_tsv", ARGPARSE, [f"{MISSING}.tsv", "--out", f"{MISSING}.h5"], 1),
-    ("updown_vqa.datasets.vqa2_synthetic", ARGPARSE, ["--out", "/proc/version/sub"], 2),
+    ("updown_vqa.datasets.vqa2_synthetic", ARGPARSE, ["--out", "/proc/version/sub"], 1),
     ("updown_vqa.features.compare", ARGPARSE, [f"{MISSING}.h5", f"{MISSING}.tsv"], 1),
     ("updown_vqa.features.convert_gqa", ARGPARSE, ["objects", "--root", MISSING, "--out", f"{MISSING}.h5"], 1),
     ("updown_vqa.evaluate", ARGPARSE, ["--task", "gqa", "--results", MISSING], 2),
