@@ -107,10 +107,12 @@ class _ForkServer:
                 cls.process.kill()
 
 
-def run_module(module: str, *args: str, cwd: str | None = None, timeout: int = 300, fork: bool = True):
+def run_module(module: str, *args: str, cwd: str | None = None, timeout: int = 300, fork: bool = True,
+               env: dict | None = None):
     """Run `python -m module args` as a user would, returning the completed process (in a child of
-    the fork server unless `fork=False` or UPDOWN_TESTS_FORK=0: see tests/forkserver.py)."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore", HYDRA_FULL_ERROR="0")
+    the fork server unless `fork=False` or UPDOWN_TESTS_FORK=0: see tests/forkserver.py); `env` adds
+    to the environment."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0", **(env or {})}
     command = [sys.executable, "-m", module, *args]
     if not fork or os.environ.get("UPDOWN_TESTS_FORK", "1") == "0":
         return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)

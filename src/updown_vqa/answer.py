@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import sys
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from updown_vqa.core.cli import command
-from updown_vqa.core.paths import config_dir
+from updown_vqa.core.cli import hydra_command
+from updown_vqa.core.settings import Number, check_group
 
 
 def quote_free_text(argv: list[str], keys=("question", "image", "ckpt", "weights")) -> list[str]:
@@ -49,11 +48,11 @@ def take_typed(argv: list[str], keys=("question",)) -> list[str]:
     return out
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="extract/answer")
-@command
+@hydra_command("extract/answer")
 def _main(cfg: DictConfig) -> None:
     from updown_vqa.vqa.inference import answer_image
 
+    check_group(cfg, "", {"top_k": Number("int", 1, 10**4)})
     boxes = OmegaConf.to_container(cfg.boxes) if cfg.boxes is not None else None
     question = TYPED.get("question", cfg.question)
     answers = answer_image(cfg.ckpt, cfg.image, question, boxes, cfg.top_k, cfg.weights, cfg.device)

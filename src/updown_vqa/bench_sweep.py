@@ -13,7 +13,6 @@ import os
 import platform
 import sys
 
-import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -22,8 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from updown_vqa.bench import loader as bench  # the loader benchmark, a library module
 from updown_vqa.bench.training import lightning_throughput
+from updown_vqa.core.cli import hydra_command
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.paths import config_dir
 from updown_vqa.core.training import build_model
 from updown_vqa.datasets.random_stores import synthetic_data
 
@@ -73,7 +72,7 @@ def _cpu_name() -> str:
     return f"{name or platform.processor() or 'CPU'} x{os.cpu_count()}"
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="sweep_loader")
+@hydra_command("sweep_loader")
 def main(cfg: DictConfig) -> float | None:
     result = job_settings(cfg)
     try:

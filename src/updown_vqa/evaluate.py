@@ -12,27 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from updown_vqa.core.cli import command
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.io import atomic_write
+from updown_vqa.core.io import atomic_write, refuse_overwriting_inputs
 from updown_vqa.vqa.answers import PROTOCOLS
 from updown_vqa.vqa.evaluation import ResultsError, evaluate
 from updown_vqa.vqa.schema import check_annotations, check_questions
 from updown_vqa.vqa.task_evaluation import REQUIRED, evaluate_task
-
-
-def run_task(args: argparse.Namespace) -> dict:
-    """The report of a task other than vqa; bad input is one error line (exit 1)."""
-    try:
-        if args.task == "caption":
-            return caption_report(str(args.annotations), str(args.results))
-        return evaluate_task(args.task, args)
-    except UpdownError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
 
 
 def caption_report(annotations: str, results: str) -> dict:
@@ -47,16 +36,16 @@ def caption_report(annotations: str, results: str) -> dict:
     return report
 
 
-def _load(parser: argparse.ArgumentParser, path: Path, role: str, key: str | None):
-    """The json in `path` (its `key` list when given); a clear parser error when it cannot be read."""
+def _load(path: Path, role: str, key: str | None):
+    """The json in `path` (its `key` list when given); one error line when it cannot be read."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        parser.error(f"cannot read {role} file {path}: {error}")
+        raise UpdownError(f"cannot read {role} file {path}: {error}") from None
     items = data.get(key) if key is not None and isinstance(data, dict) else data
     if not isinstance(items, list):
         expected = f'an object with a "{key}" list' if key else "a list of {question_id, answer}"
-        parser.error(f"{role} file {path} is not in the official VQA format: expected {expected}")
+        raise UpdownError(f"{role} file {path} is not in the official VQA format: expected {expected}")
     return items
 
 
@@ -82,33 +71,39 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Evaluate a results file, print the report json and optionally write it to --out."""
+    """Evaluate a results file, print the report json and optionally write it to --out. Usage errors
+    are argparse's (exit 2); bad files are one error line (exit 1), for every task."""
     parser = _parser()
     args = parser.parse_args(argv)
     missing = [flag for flag in REQUIRED[args.task] if getattr(args, flag) is None]
     if missing:
         parser.error(f"--task {args.task} needs --{missing[0]}")
+    command(_evaluate)(args)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    inputs = {f"--{k} file": getattr(args, k, None) for k in ("questions", "annotations", "results", "choices")}
+    refuse_overwriting_inputs("--out", args.out, inputs)  # before any work
+    _write(_report(args), args.out)
+
+
+def _report(args: argparse.Namespace) -> dict:
     if args.task != "vqa":
-        return _write(run_task(args), args.out)
-    questions = _load(parser, args.questions, "questions", "questions")
-    annotations = _load(parser, args.annotations, "annotations", "annotations")
-    results = _load(parser, args.results, "results", None)
+        if args.task == "caption":
+            return caption_report(str(args.annotations), str(args.results))
+        return evaluate_task(args.task, args)
+    questions = check_questions(str(args.questions), _load(args.questions, "questions", "questions"))
+    annotations = check_annotations(str(args.annotations), _load(args.annotations, "annotations", "annotations"))
+    results = _load(args.results, "results", None)
     try:
-        questions = check_questions(str(args.questions), questions)
-        annotations = check_annotations(str(args.annotations), annotations)
-    except UpdownError as error:
-        parser.error(str(error))
-    try:
-        report = evaluate(questions, annotations, results, args.protocol)
+        return evaluate(questions, annotations, results, args.protocol)
     except ResultsError as error:
-        parser.error(f"results file {args.results}: {error}")
+        raise UpdownError(f"results file {args.results}: {error}") from None
     except KeyError as error:
-        parser.error(
-            f"{args.annotations}: a question or annotation lacks the key {error}; use the official VQA v2 file"
-        )
+        raise UpdownError(f"{args.annotations}: a question or annotation lacks the key {error}; use the "
+                          "official VQA v2 file") from None
     except ValueError as error:
-        parser.error(f"{args.questions} / {args.annotations}: {error}")
-    _write(report, args.out)
+        raise UpdownError(f"{args.questions} / {args.annotations}: {error}") from None
 
 
 def _write(report: dict, out: Path | None) -> None:

@@ -10,15 +10,12 @@ rebuilds the same extractor from it. See conf/extract/config.yaml, docs/extracti
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from updown_vqa.core.cli import command
-from updown_vqa.core.paths import config_dir
+from updown_vqa.core.cli import hydra_command
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="extract/config")
-@command
+@hydra_command("extract/config")
 def main(cfg: DictConfig) -> None:
     if cfg.bench:
         from updown_vqa.bench.extraction import bench

@@ -9,15 +9,12 @@ split has annotations, the official accuracy is printed too (`updown_vqa.vqa.inf
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from updown_vqa.core.cli import command
-from updown_vqa.core.paths import config_dir
+from updown_vqa.core.cli import hydra_command
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict")
-@command
+@hydra_command("predict")
 def main(cfg: DictConfig) -> None:
     from updown_vqa.vqa.inference import predict
 

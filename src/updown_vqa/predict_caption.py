@@ -7,15 +7,12 @@ and, when the split has reference captions, prints its CIDEr-D and BLEU-1..4
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from updown_vqa.core.cli import command
-from updown_vqa.core.paths import config_dir
+from updown_vqa.core.cli import hydra_command
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="predict_caption")
-@command
+@hydra_command("predict_caption")
 def main(cfg: DictConfig) -> None:
     from updown_vqa.captioning.inference import predict
 

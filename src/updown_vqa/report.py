@@ -29,6 +29,9 @@ def main(argv=None) -> None:
     parser.add_argument("--baseline", help="the group to compare with, e.g. ablation=base")
     args = parser.parse_args(argv)
     try:
+        if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise UpdownError(f"--out {args.out}: an existing file; --out names the folder to write the report "
+                              "files into (report.md, report.csv, curves.png)")
         if is_loader_sweep(args.dirs[0]):
             print(loader_report.write_report(args.dirs[0], args.out), end="")
         else:

@@ -6,15 +6,12 @@ failed.json and the other jobs go on (core.cli.command).
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from updown_vqa.core.cli import command
-from updown_vqa.core.paths import config_dir
+from updown_vqa.core.cli import hydra_command
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-@command
+@hydra_command("config")
 def main(cfg: DictConfig) -> float | None:
     from updown_vqa.core.training import train
 

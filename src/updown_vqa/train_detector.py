@@ -6,15 +6,12 @@ The best checkpoint, by val/map50, is a `weights=` for `python -m updown_vqa.ext
 
 from __future__ import annotations
 
-import hydra
 from omegaconf import DictConfig
 
-from updown_vqa.core.cli import command
-from updown_vqa.core.paths import config_dir
+from updown_vqa.core.cli import hydra_command
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train_detector")
-@command
+@hydra_command("train_detector")
 def main(cfg: DictConfig) -> float | None:
     from updown_vqa.core.training import train
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from updown_vqa.core.checkpointing import checkpoint_task, read_checkpoint
-from updown_vqa.core.cli import command
+from updown_vqa.core.cli import hydra_command
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.paths import config_dir
+from updown_vqa.core.io import refuse_overwriting_inputs
+from updown_vqa.core.settings import FLAG, Number, OneOf, check_group
+from updown_vqa.detection.selection import check_detector_settings
 
 
 def checkpoint_kind(path: str) -> str:
@@ -41,8 +42,28 @@ def split_files(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(cfg.data[cfg.split], resolve=True)
 
 
+def image_file(key: str, value) -> None:
+    """A file name matplotlib can write: its extension names a format it has."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    formats = FigureCanvasAgg(Figure()).get_supported_filetypes()
+    if os.path.splitext(str(value))[1].lower().lstrip(".") not in formats:
+        raise UpdownError(f"{key}={value}: name a file ending in one of "
+                          f"{', '.join('.' + f for f in sorted(formats))}")
+
+
+SETTINGS = {"mode": OneOf(("attention", "detections")), "split": OneOf(("train", "val", "test")),
+            "top_k": Number("int", 1, 10**4), "question_id": Number("int"), "image_id": Number("int"),
+            "out": image_file, "min_size": Number("int", 32, 8192), "max_size": Number("int", 32, 8192),
+            "allow_random_weights": FLAG, "seed": Number("int", 0, 2**32 - 1)}
+
+
 def visualize(cfg: DictConfig) -> dict:
     """Draw the configured question (or image) and save the PNG; returns what was drawn and `out`."""
+    check_group(cfg, "", SETTINGS)
+    check_detector_settings(cfg)
+    refuse_overwriting_inputs("out", cfg.out, {"checkpoint": cfg.ckpt, "image": cfg.image, "weights file": cfg.weights})
     from updown_vqa.captioning.inference import caption_picture, load_captioner
     from updown_vqa.core.viz import figure
     from updown_vqa.vqa.inference import load_vqa_model
@@ -99,8 +120,7 @@ def draw_detections(cfg: DictConfig) -> dict:
     return {"labels": labels, "out": out}
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="visualize")
-@command
+@hydra_command("visualize")
 def main(cfg: DictConfig) -> None:
     import matplotlib
 

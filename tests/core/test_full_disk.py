@@ -86,3 +86,12 @@ def test_convert_tsv_on_a_really_full_disk_stops_in_one_line_and_resumes(tmp_pat
     store = FeatureStore(out)
     read = read_rows(store, store.rows(range(400)))
     assert all(np.array_equal(read["features"][i], rows[i][4]) for i in range(400))
+
+
+def test_a_full_disk_while_building_the_shapes_dataset_names_its_folder(tmp_path, monkeypatch):
+    from updown_vqa.datasets import shapes
+
+    monkeypatch.setattr(shapes, "generate_split", wrapped_enospc)
+    with pytest.raises(UpdownError, match=rf"{tmp_path / 'shapes'}: the shapes dataset could not be written there "
+                                          r"\(No space left on device\); free space in that folder"):
+        shapes.ShapesBuilder(str(tmp_path / "shapes"), num_train_images=4, num_val_images=2, image_size=32)()

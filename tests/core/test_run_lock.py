@@ -84,3 +84,11 @@ def test_a_second_training_of_a_held_run_folder_stops_before_writing_there(data_
 def test_the_holder_itself_may_resolve_its_run_folder_again(tmp_path):
     with RunLock(str(tmp_path)):  # DDP's launcher resolves hydra.run.dir again in the holding process
         lock_module.check_free(str(tmp_path))
+
+
+@pytest.mark.parametrize("content", ["", '{"pid": 12', "[1, 2]"])
+def test_a_half_written_or_corrupt_lock_is_taken_over_at_once_naming_it(tmp_path, caplog, content):
+    (tmp_path / ".lock").write_text(content)
+    with RunLock(str(tmp_path)):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    assert "taking over the unreadable lock" in caplog.text and not (tmp_path / ".lock").exists()

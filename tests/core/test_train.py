@@ -87,7 +87,7 @@ def test_two_value_multirun(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("data.no_such_key=1", "Key 'no_such_key' is not in struct"),
+    ("data.no_such_key=1", "error: data.no_such_key: no such key"),
     ("data.train.features={tmp}/missing.h5", "missing.h5: features file not found"),
     ("model.feature_dim=7", "model.feature_dim=7"),
 ])

@@ -7,6 +7,7 @@ import re
 from collections import Counter
 
 from updown_vqa.datasets.shapes import (
+    ShapesBuilder,
     candidate_questions,
     generate_split,
     sample_scene,
@@ -63,3 +64,17 @@ def test_questions_are_answerable_from_the_scene():
             if template == "exist":
                 color, shape = text[len("is there a "):-1].split()
                 assert (answer == "yes") == any(o.color == color and o.shape == shape for o in scene)
+
+
+def test_a_complete_dataset_is_used_as_it_is_without_writing_a_lock(data_dir):
+    """A shared copy on a read-only mount works: the builder writes nothing when nothing is missing."""
+    from conftest import TINY_SHAPES
+
+    root = os.path.join(data_dir, "shapes")
+    lock = os.path.join(root, ".build.lock")
+    if os.path.exists(lock):
+        os.remove(lock)
+    before = {name: os.stat(os.path.join(root, name)).st_mtime_ns for name in os.listdir(root)}
+    ShapesBuilder(root, **TINY_SHAPES)()
+    assert not os.path.exists(lock)
+    assert {name: os.stat(os.path.join(root, name)).st_mtime_ns for name in os.listdir(root)} == before

@@ -218,3 +218,30 @@ def test_read_lines_across_block_boundaries(tmp_path, monkeypatch, read_bytes):
         ([b""], 1),
         ([b"last", b"without", b"newline"], 20),
     ]
+
+
+def test_a_resume_onto_a_tsv_edited_in_the_middle_with_size_and_mtime_kept_is_refused(shards, tmp_path, monkeypatch,
+                                                                                      capsys):
+    paths, _ = shards
+    out = str(tmp_path / "out.h5")
+    monkeypatch.setattr(writer, "BLOCK_IMAGES", 2)
+    real_add, added = writer.StoreWriter.add, []
+
+    def add_then_interrupt(self, image_id, *args):
+        if len(added) == 2:
+            raise KeyboardInterrupt
+        added.append(image_id)
+        real_add(self, image_id, *args)
+
+    monkeypatch.setattr(writer.StoreWriter, "add", add_then_interrupt)
+    assert main([*paths, "--out", out]) == 130
+    monkeypatch.setattr(writer.StoreWriter, "add", real_add)
+    stat, data = os.stat(paths[0]), bytearray(open(paths[0], "rb").read())
+    middle = len(data) // 2
+    data[middle] = ord("A") if data[middle] != ord("A") else ord("B")  # one base64 character, same size
+    with open(paths[0], "r+b") as f:
+        f.write(data)
+    os.utime(paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the mtime set back
+    capsys.readouterr()
+    assert main([*paths, "--out", out]) == 1
+    assert "was made from other inputs (input 1:" in capsys.readouterr().err

@@ -71,8 +71,34 @@ def test_an_unfinished_extraction_resumes_only_on_its_own_image_folder(tmp_path,
     with pytest.raises(KeyboardInterrupt), torch.no_grad():
         extract(config("a"))
     monkeypatch.setattr(images_module, "_write_batch", original)
-    with pytest.raises(UpdownError, match=rf"other inputs \(images: '{tmp_path / 'a'}' -> '{tmp_path / 'b'}'\).*"
-                                          r"restart=true"):
+    with pytest.raises(UpdownError, match=rf"other inputs \(image_files: .*images: '{tmp_path / 'a'}' -> "
+                                          rf"'{tmp_path / 'b'}'\).*restart=true"):
         extract(config("b"))
     extract(config("b", "restart=true"))
     assert FeatureStore(out).image_ids.tolist() == [1, 2, 3, 4]
+
+
+def test_an_unfinished_extraction_does_not_resume_onto_an_edited_image(tmp_path, monkeypatch):
+    """The folder is the same, one image's content is not: its ctime moved (a stat, no read)."""
+    write_images(tmp_path / "a")
+    out = str(tmp_path / "f.h5")
+    with initialize_config_dir(config_dir(), version_base="1.3"):
+        config = compose("extract/config", overrides=[
+            f"images={tmp_path / 'a'}", f"out={out}", "backbone=resnet18", "allow_random_weights=true",
+            f"image_size={SIZE}", "stage=layer2", "batch_size=2", "num_workers=0"])
+    original, calls = images_module._write_batch, []
+
+    def killed_after_one_batch(*args):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(images_module, "_write_batch", killed_after_one_batch)
+    with pytest.raises(KeyboardInterrupt), torch.no_grad():
+        extract(config)
+    monkeypatch.setattr(images_module, "_write_batch", original)
+    last = sorted((tmp_path / "a").iterdir())[-1]
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(last)
+    with pytest.raises(UpdownError, match=r"other inputs \(image_files: '4 files, sha1 \w+' -> '4 files, sha1 \w+'\)"):
+        extract(config)

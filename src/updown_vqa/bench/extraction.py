@@ -13,20 +13,22 @@ shared machine the best run is the one least disturbed. Without images=, `bench_
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 
-import hydra
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from updown_vqa.core.cli import hydra_command
 from updown_vqa.core.devices import choose_device as device_of
-from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.paths import config_dir
-from updown_vqa.extraction.extractors import build_extractor, load_boxes, make_recipe
+from updown_vqa.extraction.extractors import (
+    build_extractor,
+    check_extract_settings,
+    load_boxes,
+    make_recipe,
+)
 from updown_vqa.features.boxes import check_boxes
 from updown_vqa.features.images import ImageFiles, collate, extract_to_store, list_images
 
@@ -74,6 +76,7 @@ def preload(images: dict[int, str], image_size: int, batch_size: int, device) ->
 
 def bench(cfg: DictConfig) -> dict:
     """Print and return images/s of the model alone and of the whole pipeline, and their ratio."""
+    check_extract_settings(cfg)
     repeats, load = cfg.get("bench_repeats", 3), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         if OmegaConf.is_missing(cfg, "images") or not cfg.images:
@@ -113,13 +116,9 @@ def bench(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="extract/config")
+@hydra_command("extract/config")
 def main(cfg: DictConfig) -> None:
-    try:
-        bench(cfg)
-    except UpdownError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    bench(cfg)
 
 
 if __name__ == "__main__":

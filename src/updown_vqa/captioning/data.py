@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from updown_vqa.core.cache import as_list, fingerprint, load_cache, read_json, save_cache
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.sampling import BatchSampler, shard
+from updown_vqa.core.settings import Number, OneOf
 from updown_vqa.core.text import Vocabulary, tokenize
 from updown_vqa.features.loading import WORKER_THREADS, FeatureDataModule, StoreSet
 
@@ -177,6 +178,10 @@ class CaptionDataModule(FeatureDataModule):
     Training rows are (image, caption) pairs, or with `train_items="images"` (SCST) one image with all
     its references, as in validation.
     """
+
+    SETTINGS = {**FeatureDataModule.SETTINGS, "max_caption_length": Number("int", 1, 1024),
+                "min_word_count": Number("int", 1), "length_group": Number("int", 1),
+                "train_items": OneOf(("captions", "images"))}
 
     def __init__(self, train: dict, val: dict, cache_dir: str, test: dict | None = None,
                  builder: Callable[[], None] | None = None, max_caption_length: int = 16,

@@ -14,6 +14,8 @@ from updown_vqa.core.cache import as_list
 from updown_vqa.core.checkpointing import load_module
 from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import refuse_overwriting_inputs
+from updown_vqa.core.settings import Number, OneOf, check_group, declared
 from updown_vqa.features.finite import require_finite
 from updown_vqa.features.loading import StoreSet
 from updown_vqa.vqa.pictures import find_image
@@ -24,8 +26,17 @@ def load_captioner(path: str, device: str | None = None) -> UpDownCaptioning:
     return load_module(UpDownCaptioning, str(path)).to(choose_device(device))
 
 
+PREDICT = {"split": OneOf(("train", "val", "test")), "beam_size": Number("int", 1, 1000),
+           "max_length": Number("int", 1, 1024)}
+
+
 def predict(cfg: DictConfig) -> dict:
     """Caption every image of `cfg.split`; returns the metrics ({} without references)."""
+    check_group(cfg, "", PREDICT)
+    check_group(cfg, "data", declared(cfg.data))
+    split = cfg.data.get(cfg.split) or {}
+    refuse_overwriting_inputs("out", cfg.out, {"checkpoint": cfg.ckpt, **{f"data.{cfg.split}.{k}": v
+                                                                           for k, v in split.items()}})
     model = load_captioner(cfg.ckpt)
     datamodule = instantiate(cfg.data, feature_cache="none")  # each image is read once: nothing to cache
     datamodule.prepare_data()

@@ -17,6 +17,7 @@ from updown_vqa.captioning.model import UpDownCaptioner, caption_loss
 from updown_vqa.captioning.scst import check_scst, mean_of_others, reward_scorer, rewards, scst_loss
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import write_json
+from updown_vqa.core.settings import FLAG, SIZE, Number
 
 
 def tokens_to_words(tokens: torch.Tensor, vocab: list[str], eos_index: int = 3) -> list[list[str]]:
@@ -40,6 +41,12 @@ class UpDownCaptioning(pl.LightningModule):
     """
 
     TASK = "caption"  # recorded in its checkpoints (core.checkpointing.checkpoint_task)
+    LOGGED = ("train/loss", "train/reward", "train/reward_baseline", "val/bleu[1-4]", "val/cider")
+    SETTINGS = {"feature_dim": SIZE, "embed_dim": SIZE, "hidden_dim": SIZE, "attention_dim": SIZE,
+                "dropout": Number("float", 0, 0.999), "use_image": FLAG, "lr": Number("float", 1e-12, 10),
+                "lr_decay_every": Number("int", 1), "lr_decay_rate": Number("float", 0, 1),
+                "beam_size": Number("int", 1, 1000), "max_decode_length": Number("int", 1, 1024),
+                "length_penalty": Number("float"), "max_caption_length": Number("int", 1, 1024)}
 
     def __init__(self, vocab: list[str], feature_dim: int = 2048, embed_dim: int = 1000,
                  hidden_dim: int = 1000, attention_dim: int = 512, dropout: float = 0.5,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 from updown_vqa.core.errors import UpdownError, fail
-from updown_vqa.core.io import no_space, write_error
+from updown_vqa.core.hydra_errors import config_error
+from updown_vqa.core.io import no_space, not_writable, write_error
 
 log = logging.getLogger("updown_vqa")
 
@@ -20,6 +22,7 @@ def command(main: Callable) -> Callable:
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        composed()  # the run and the processes it starts see the user's HYDRA_FULL_ERROR
         try:
             return main(*args, **kwargs)
         except Exception as e:
@@ -35,6 +38,54 @@ def command(main: Callable) -> Callable:
             return None
 
     return wrapper
+
+
+COMPOSING = "UPDOWN_VQA_COMPOSING"  # set beside HYDRA_FULL_ERROR by hydra_command (inherited by job processes)
+
+
+def full_error_asked() -> bool:
+    """The user (not hydra_command) set HYDRA_FULL_ERROR=1 for Hydra's complete stack traces."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1" and COMPOSING not in os.environ
+
+
+def composed() -> None:
+    """Unset the HYDRA_FULL_ERROR that hydra_command set while Hydra composed the config."""
+    if os.environ.pop(COMPOSING, None) is not None:
+        os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def hydra_command(config_name: str) -> Callable:
+    """`@hydra.main` of a command's config around `command`: Hydra's and omegaconf's own errors while
+    composing (an unknown key, a misspelt option, an override that does not parse) keep the error
+    contract too. Hydra raises them to us instead of printing its multi-line report while
+    HYDRA_FULL_ERROR is set, which we do until the config is composed; a user who sets it gets
+    Hydra's full traces, as Hydra documents."""
+
+    def decorate(body: Callable) -> Callable:
+        import hydra
+
+        from updown_vqa.core.paths import config_dir
+
+        task = hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)(command(body))
+
+        @functools.wraps(body)
+        def main():
+            if full_error_asked():
+                return task()
+            os.environ["HYDRA_FULL_ERROR"] = os.environ[COMPOSING] = "1"
+            try:
+                return task()
+            except Exception as e:
+                error = as_error(e)
+                if error is None:
+                    raise
+                fail(str(error))
+            finally:
+                composed()
+
+        return main
+
+    return decorate
 
 
 def in_multirun() -> bool:
@@ -55,10 +106,11 @@ def record_failure(error: BaseException) -> None:
 
 
 def as_error(error: BaseException) -> UpdownError | None:
-    """The one-line error of an exception a user can act on (a full disk anywhere in its chain), or None."""
+    """The one-line error of an exception a user can act on (a full disk anywhere in its chain; Hydra's
+    and omegaconf's errors unless HYDRA_FULL_ERROR asks for their traces), or None."""
     full = no_space(error)
     if full is None:
-        return None
+        return not_writable(error) or (None if full_error_asked() else config_error(error))
     if full.filename:
         return write_error(full.filename, full)
     return UpdownError(f"a write failed ({full.strerror}); free space where this command writes (its "

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.sampling import BatchSampler, shard, use_sampler
+from updown_vqa.core.settings import FLAG, Number
 
 
 class SplitDataModule(pl.LightningDataModule):
@@ -21,6 +22,10 @@ class SplitDataModule(pl.LightningDataModule):
     what the model needs from the data in `model_kwargs`; `_preprocess` writes caches (in
     `prepare_data`, once, before `setup` reads them); `make_sampler` may group batches differently.
     """
+
+    SETTINGS = {"batch_size": Number("int", 1, 2**20), "eval_batch_size": Number("int", 1, 2**20),
+                "num_workers": Number("int", 0, 1024), "prefetch_factor": Number("int", 1, 1024),
+                "pin_memory": FLAG, "persistent_workers": FLAG, "seed": Number("int", 0, 2**32 - 1)}
 
     def __init__(self, splits: dict, builder: Callable[[], None] | None = None, batch_size: int = 512,
                  eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False,

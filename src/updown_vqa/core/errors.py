@@ -13,6 +13,7 @@ class UpdownError(Exception):
 
 def fail(message: str, status: int = 1):
     """Print the one error line (also to the log, where Hydra keeps one) and exit."""
-    log.error("%s", message)
+    if log.hasHandlers():  # Hydra's log file; else logging's last resort would print it a second time
+        log.error("%s", message)
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(status)

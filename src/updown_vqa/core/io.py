@@ -30,8 +30,26 @@ def write_error(path: str, error: OSError, what: str = "it") -> UpdownError:
     """The one-line message for a write that failed (a full disk, a quota, a lost mount)."""
     folder = os.path.dirname(os.path.abspath(path))
     reason = os.strerror(error.errno) if error.errno else str(error).splitlines()[0]  # h5py's runs over lines
+    if error.errno in NOT_WRITABLE:
+        return UpdownError(f"{path}: cannot write {what} ({reason}); nothing already written was changed. "
+                           f"{folder} is not writable by this user: point the command at a writable folder")
     return UpdownError(f"{path}: cannot write {what} ({reason}); nothing already written "
                        f"was changed. Free space in {folder}, then rerun the same command")
+
+
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def not_writable(error: BaseException) -> UpdownError | None:
+    """A read-only file system or a missing permission behind `error`, as one line naming the path."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NOT_WRITABLE and error.filename:
+            return UpdownError(f"{error.filename}: {os.strerror(error.errno)}; this user cannot write (or "
+                               "read) it: point the command at a folder it can use, or fix the permissions")
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def no_space(error: BaseException | None) -> OSError | None:
@@ -79,6 +97,26 @@ def atomic_write(path: str, mode: str = "w", what: str = "it") -> Iterator:
     with atomic_path(path, what) as tmp, open(tmp, mode) as f:
         yield f
         f.flush()
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file or folder (through links too: os.path.samefile), or would."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist yet
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def refuse_overwriting_inputs(key: str, out, inputs: dict) -> None:
+    """An output can never destroy an input: `out` (named `key` to the user) must not be any of
+    `inputs` ({what: path}, None paths skipped) nor the same file through a link."""
+    if not out:
+        return
+    for what, path in inputs.items():
+        for one in [path] if path is None or isinstance(path, (str, os.PathLike)) else list(path):
+            if one and same_file(str(out), str(one)):
+                raise UpdownError(f"{key}={out}: it is the {what} ({one}); writing it would destroy that "
+                                  "input. Choose another output path")
 
 
 def write_json(path: str, data, indent: int | None = None) -> None:

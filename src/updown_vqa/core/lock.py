@@ -41,7 +41,10 @@ def _alive(pid: int) -> bool:
 
 
 def stale(owner: dict, now: float | None = None) -> bool:
-    """A lock whose process is dead on this host, or whose heartbeat stopped long ago."""
+    """A lock whose process is dead on this host, or whose heartbeat stopped long ago, or that cannot
+    be read (locks are written whole, so no live owner is writing it)."""
+    if owner.get("unreadable"):
+        return True
     now = time.time() if now is None else now
     if now - float(owner.get("heartbeat", 0)) > STALE_AFTER:
         return True
@@ -73,24 +76,37 @@ class RunLock:
         os.makedirs(self.folder, exist_ok=True)
         for _ in range(3):  # a stale lock is removed, then taken like a free one
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create()
             except FileExistsError:
                 owner = self._owner()
                 if owner is not None and not stale(owner):
                     raise self.busy(owner) from None
-                log.warning("%s: taking over the stale lock of pid %s on %s", self.path,
-                            (owner or {}).get("pid"), (owner or {}).get("host"))
+                what = "unreadable lock" if (owner or {}).get("unreadable") else \
+                    f"stale lock of pid {(owner or {}).get('pid')} on {(owner or {}).get('host')}"
+                log.warning("%s: taking over the %s", self.path, what)
                 try:
                     os.remove(self.path)
                 except FileNotFoundError:
                     pass
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(self._record(), f)
+            except PermissionError as e:
+                raise UpdownError(f"{self.folder}: cannot write the run's lock here ({e.strerror}); give a "
+                                  "writable paths.log_dir") from None
             self._thread = threading.Thread(target=self._beat, daemon=True, name="run-lock-heartbeat")
             self._thread.start()
             return
         raise UpdownError(f"{self.path}: cannot take the run folder's lock; another process keeps taking it")
+
+    def _create(self) -> None:
+        """Create the lock with its record in one step (FileExistsError if there is one): written to a
+        file of our own, then hard-linked to the lock's name, so that no reader sees it half written."""
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self._record(), f)
+        try:
+            os.link(tmp, self.path)
+        finally:
+            os.remove(tmp)
 
     def busy(self, owner: dict) -> UpdownError:
         return UpdownError(f"{self.folder}: another training (pid {owner.get('pid')} on {owner.get('host')}) is "
@@ -98,14 +114,15 @@ class RunLock:
                            "name=OTHER (or resume=never for a new folder beside it)")
 
     def _owner(self) -> dict | None:
+        """The lock's record; None without a lock; {"unreadable": True} for a corrupt one."""
         try:
             with open(self.path) as f:
-                return json.load(f)
-        except (OSError, ValueError):  # half written: as old as the file
-            try:
-                return {"pid": "?", "host": "?", "heartbeat": os.path.getmtime(self.path)}
-            except OSError:
-                return None
+                owner = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {"unreadable": True}
+        return owner if isinstance(owner, dict) else {"unreadable": True}
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT):

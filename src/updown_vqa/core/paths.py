@@ -18,10 +18,10 @@ def config_dir() -> str:
     return os.path.join(project_root(), "conf")
 
 
-def _run_dir(base: str, resume) -> str:
+def _run_dir(runs: str, name: str, resume) -> str:
     from updown_vqa.core.resume import run_dir  # imported when a config resolves it, not before
 
-    return run_dir(base, resume)
+    return run_dir(runs, name, resume)
 
 
 def _job_dir(overrides: str) -> str:

@@ -25,11 +25,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.loggers import CSVLogger
 
+from updown_vqa.core.cache import as_list, content_hash, same_content
 from updown_vqa.core.checkpointing import LAST, UnreadableCheckpoint, read_checkpoint
 from updown_vqa.core.errors import UpdownError, fail
 from updown_vqa.core.io import write_json
 from updown_vqa.core.lock import check_free
 from updown_vqa.core.run_files import CHECKPOINTS, FAILED, FINISHED
+from updown_vqa.core.settings import run_name
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,15 @@ def has_run(folder: str) -> bool:
     return os.path.isdir(checkpoints) and bool(os.listdir(checkpoints))
 
 
-def run_dir(base: str, resume) -> str:
-    """`base`; with resume=never and a run already there, the first `base-N` beside it without one.
-    A folder that a live training holds stops the command here, before Hydra writes into it."""
+def run_dir(runs: str, name: str, resume) -> str:
+    """`runs/name`; with resume=never and a run already there, the first `runs/name-N` beside it without
+    one. A name that would leave `runs` (a '/', '..') or a folder that a live training holds stops the
+    command here, before Hydra writes into it."""
+    try:
+        run_name("name", name)
+    except UpdownError as e:
+        fail(str(e))
+    base = os.path.join(runs, str(name))
     if str(resume) != "never" and not os.path.isfile(os.path.join(base, CHECKPOINTS, FINISHED)):
         try:
             check_free(base)
@@ -68,8 +76,15 @@ def read_finished(checkpoint_dir: str) -> dict | None:
     path = os.path.join(checkpoint_dir, FINISHED)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            summary = json.load(f)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise UpdownError(f"{path}: corrupt ({e}); delete it and run the same command again: it resumes "
+                          "from the run's last checkpoint and writes it anew") from None
+    if not isinstance(summary, dict):
+        raise UpdownError(f"{path}: corrupt (not a json object); delete it and run the same command again")
+    return summary
 
 
 def write_finished(checkpoint_dir: str, summary: dict, name: str = FINISHED) -> None:
@@ -175,7 +190,7 @@ def _digest(values) -> str:
     return hashlib.sha1(json.dumps(list(values)).encode()).hexdigest()[:12]
 
 
-def data_fingerprints(datamodule) -> dict:
+def data_fingerprints(datamodule, stores: bool = True) -> dict:
     """What a checkpoint must match: answer and word vocabularies and feature size; and the data's size."""
     out = {}
     for key in ("answers", "vocab"):
@@ -185,7 +200,17 @@ def data_fingerprints(datamodule) -> dict:
     if getattr(datamodule, "feature_dim", None) is not None:
         out["feature_dim"] = int(datamodule.feature_dim)
     out["items"] = {split: len(ds) for split, ds in getattr(datamodule, "datasets", {}).items()}
+    if stores:  # saving: the content hash of each store (computed once per process and file state)
+        paths = {key: path for key, path in store_paths(datamodule).items() if os.path.isfile(path)}
+        out["stores"] = {key: {"path": os.path.abspath(path), **content_hash(path)} for key, path in paths.items()}
     return out
+
+
+def store_paths(datamodule) -> dict[str, str]:
+    """The feature stores that decide a run's result: data.train's and data.val's."""
+    splits = getattr(datamodule, "splits", {}) or {}
+    return {f"data.{split}.features[{i}]": path for split in ("train", "val")
+            for i, path in enumerate(as_list((splits.get(split) or {}).get("features")))}
 
 
 def check_fingerprints(path: str, saved: dict, ours: dict) -> None:
@@ -194,10 +219,23 @@ def check_fingerprints(path: str, saved: dict, ours: dict) -> None:
         if key in saved and key in ours and saved[key] != ours[key]:
             raise UpdownError(f"{path}: the checkpoint's {name} ({saved[key]}) does not match the data's "
                               f"({ours[key]}); resume with the data it was trained on, or resume=never")
+    check_stores(path, saved.get("stores", {}), ours.get("paths", {}))
     if saved.get("items", ours["items"]) != ours["items"]:
         log.warning("%s: the data changed since this checkpoint (questions per split %s, now %s); "
                     "training goes on, but not with the batches the interrupted run would have seen",
                     path, saved["items"], ours["items"])
+
+
+def check_stores(path: str, saved: dict, current: dict) -> None:
+    """Refuse to resume onto feature stores whose content differs from the checkpoint's (values replaced
+    with the same shapes and ids too, or another file): an untouched file costs one stat, a touched or
+    another one a full hash."""
+    for key, record in saved.items():
+        store = current.get(key, record.get("path", ""))
+        if os.path.isfile(store) and not same_content(store, record):
+            raise UpdownError(f"{path}: the feature store {store} ({key}) changed since this checkpoint "
+                              f"(its sha1 was {record.get('sha1')}); resume with the features it was trained "
+                              "on, or resume=never to train anew on these")
 
 
 class ResumeState(Callback):
@@ -235,7 +273,8 @@ class ResumeState(Callback):
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if "fingerprints" in checkpoint:
-            check_fingerprints(trainer.ckpt_path, checkpoint["fingerprints"], data_fingerprints(trainer.datamodule))
+            ours = data_fingerprints(trainer.datamodule, stores=False) | {"paths": store_paths(trainer.datamodule)}
+            check_fingerprints(trainer.ckpt_path, checkpoint["fingerprints"], ours)
         state = checkpoint.get("callbacks", {}).get(self.state_key)
         if state is None:
             return

@@ -65,6 +65,19 @@ def check_checkpoint(path: str, model: pl.LightningModule) -> None:
             ours = f"{len(model.hparams[key])} answers" if key == "answers" else model.hparams[key]
             raise UpdownError(f"resume={path}: the checkpoint's {key} ({what}) does not match the "
                               f"data's ({ours}); resume with the data it was trained on")
+    check_model_settings(path, saved, model)
+
+
+def check_model_settings(path: str, saved: dict, model: pl.LightningModule) -> None:
+    """Refuse to resume with other model settings (all those the model class declares, but `compile`):
+    the shapes would not load, and anything else would train another model than the checkpoint's."""
+    for key in getattr(type(model), "SETTINGS", {}):
+        if key == "compile" or "." in key or key not in saved or key not in model.hparams:
+            continue
+        if saved[key] != model.hparams[key]:
+            raise UpdownError(f"resume={path}: the checkpoint was trained with model.{key}={saved[key]!r}, this "
+                              f"run has model.{key}={model.hparams[key]!r}; resume with the checkpoint's "
+                              "settings, or resume=never to train anew")
 
 
 def start_from_init(cfg: DictConfig, model: pl.LightningModule, resuming: bool) -> None:

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from updown_vqa.core.io import write_json
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import no_space, write_json
 
 COLORS = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 230),
@@ -257,12 +258,30 @@ class ShapesBuilder:
                                  "batch_size": batch_size, "num_workers": num_workers, "seed": seed}
 
     def __call__(self) -> None:
-        """Build what is missing; concurrent callers (a joblib sweep, two shells) wait for one another."""
+        """Build what is missing; concurrent callers (a joblib sweep, two shells) wait for one another.
+        A complete folder is used as it is, without its lock: it may be a shared read-only copy."""
+        if self.complete():
+            return
         os.makedirs(self.root, exist_ok=True)
         with open(os.path.join(self.root, ".build.lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             with torch.random.fork_rng():  # the features' loader draws from torch: keep the run's seed intact
-                self._build()
+                try:
+                    self._build()
+                except (OSError, RuntimeError) as e:  # torch and h5py wrap a full disk in their own errors
+                    if no_space(e) is None:
+                        raise
+                    raise UpdownError(f"{self.root}: the shapes dataset could not be written there (No space "
+                                      "left on device); free space in that folder (or set paths.data_dir to "
+                                      "another), then rerun the same command") from e
+
+    def complete(self) -> bool:
+        """Every file there, made with these settings: nothing to build (nothing is written)."""
+        previous = _read_json(os.path.join(self.root, "shapes_settings.json")) or {}
+        if previous != {"scenes": self.scene_settings, "features": self.feature_settings}:
+            return False
+        return all(os.path.exists(files[k]) for split in self.splits for files in [split_files(self.root, split)]
+                   for k in ("questions", "annotations", "proposals", "features"))
 
     def _build(self) -> None:
         from updown_vqa.features.boxes import extract_box_features

@@ -22,6 +22,7 @@ import tempfile
 import time
 from itertools import accumulate
 
+from updown_vqa.core.errors import fail
 from updown_vqa.core.io import atomic_write
 
 # Real VQA v2 sizes (train2014 / val2014).
@@ -192,7 +193,7 @@ def main(argv=None) -> None:
     try:
         files = generate(args.out, args.scale, args.seed)
     except OSError as e:
-        parser.error(f"--out {args.out}: cannot write the json files there ({e.strerror or e})")
+        fail(f"--out {args.out}: cannot write the json files there ({e.strerror or e})")  # a file system's: 1
     for subtype, paths in files.items():
         print(subtype, paths["questions"], paths["annotations"])
     if args.time:

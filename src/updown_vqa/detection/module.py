@@ -22,6 +22,7 @@ from torch import nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.settings import SIZE, Number, OneOf
 from updown_vqa.detection import c4_training
 from updown_vqa.detection.c4 import C4Detector
 from updown_vqa.detection.c4_regions import C4_ARCHITECTURE
@@ -78,6 +79,17 @@ class BottomUpDetector(pl.LightningModule):
     """
 
     TASK = "detect"  # recorded in its checkpoints (core.checkpointing.checkpoint_task)
+    LOGGED = ("train/*", "val/map50", "val/map", "val/attr_acc")
+    SETTINGS = {"image_size": Number("int", 16, 8192), "lr": Number("float", 1e-12, 10),
+                "weight_decay": Number("float", 0), "warmup_steps": Number("int", 0),
+                "lr_decay_rate": Number("float", 0, 1), "attribute_loss_weight": Number("float", 0),
+                "attribute_embed_dim": SIZE, "attribute_hidden_dim": SIZE, "proposals": Number("int", 1, 10**5),
+                "box_batch_size_per_image": Number("int", 1), "rpn_batch_size_per_image": Number("int", 1),
+                "trainable_layers": Number("int", 0, 5), "detector.arch": OneOf(("fpn", "c4")),
+                "detector.depth": OneOf((18, 34, 50, 101, 152)), "detector.norm": OneOf(("batch", "frozen")),
+                "detector.representation_size": SIZE, "detector.fpn_channels": SIZE, "detector.width": SIZE,
+                "detector.pool_size": Number("int", 1, 64), "detector.rpn_hidden": SIZE,
+                "detector.rois_per_image": Number("int", 1), "detector.min_box": Number("float", 0)}
 
     def __init__(self, classes: list[str], attributes: list[str], detector: dict, image_size: int = 600,
                  lr: float = 1e-3, weight_decay: float = 1e-4, warmup_steps: int = 200,

@@ -10,6 +10,26 @@ from __future__ import annotations
 import torch
 from torchvision.ops import batched_nms
 
+from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.settings import FLAG, Number, OneOf, check_group
+
+# The `detector` group of `extract mode=regions` and `visualize mode=detections`.
+SETTINGS = {"arch": OneOf(("fpn", "c4")), "depth": OneOf((18, 34, 50, 101, 152)),
+            "num_classes": Number("int", 2, 10**5), "num_attributes": Number("int", 1, 10**5),
+            "proposals": Number("int", 1, 10**5), "per_class_boxes": FLAG, "nms_iou": Number("float", 0, 1),
+            "score_threshold": Number("float", 0, 1), "min_boxes": Number("int", 1, 10**4),
+            "max_boxes": Number("int", 1, 10**4), "region_features": OneOf(("c5", "box_head"))}
+
+
+def check_detector_settings(cfg, group: str = "detector") -> None:
+    """The detector group's rules, and at least as many boxes allowed as required."""
+    check_group(cfg, group, SETTINGS)
+    node = cfg.get(group) or {}
+    low, high = node.get("min_boxes"), node.get("max_boxes")
+    if low is not None and high is not None and low > high:
+        raise UpdownError(f"{group}.min_boxes={low} > {group}.max_boxes={high}: the least must not exceed "
+                          "the most boxes per image")
+
 
 def select_regions(
     boxes: torch.Tensor,

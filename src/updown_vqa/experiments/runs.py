@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import OmegaConf
 
+from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.run_files import CHECKPOINTS, FAILED, FINISHED
 
 IGNORED = ("paths.", "resume", "hydra.", "hydra/")  # where a run writes, not what it trains
@@ -56,11 +57,15 @@ def read_curves(path: str) -> dict[int, dict[str, float]]:
     curves: dict[int, dict[str, float]] = {}
     if not os.path.isfile(path):
         return curves
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            values = {k: float(v) for k, v in row.items() if k.startswith("val/") and v not in ("", None)}
-            if values and row.get("epoch") not in ("", None):
-                curves.setdefault(int(float(row["epoch"])), {}).update(values)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                values = {k: float(v) for k, v in row.items() if k.startswith("val/") and v not in ("", None)}
+                if values and row.get("epoch") not in ("", None):
+                    curves.setdefault(int(float(row["epoch"])), {}).update(values)
+    except (UnicodeDecodeError, ValueError, TypeError) as e:
+        raise UpdownError(f"{path}: not a metrics.csv of CSVLogger ({type(e).__name__}: {e}); move it away or "
+                          "restore it, then rerun") from None
     return curves
 
 
@@ -77,13 +82,24 @@ def read_run(path: str) -> Run:
     finished = os.path.join(path, CHECKPOINTS, FINISHED)
     failed = os.path.join(path, FAILED)
     if os.path.isfile(finished):  # a job that failed once and finished when run again is finished
-        with open(finished) as f:
-            run.summary = json.load(f)
+        run.summary = read_json_file(finished)
         run.status, run.monitor = "finished", run.summary.get("monitor", run.monitor)
     elif os.path.isfile(failed):
-        with open(failed) as f:
-            run.status, run.error = "failed", json.load(f).get("error", "")
+        run.status, run.error = "failed", read_json_file(failed).get("error", "")
     return run
+
+
+def read_json_file(path: str) -> dict:
+    """A run's json record; a corrupt one is one error naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise UpdownError(f"{path}: corrupt ({e}); delete it (a finished run's record is rewritten by running "
+                          "its command again), then rerun") from None
+    if not isinstance(data, dict):
+        raise UpdownError(f"{path}: corrupt (not a json object); delete it, then rerun")
+    return data
 
 
 def find_runs(folders: list[str]) -> list[Run]:

@@ -15,10 +15,12 @@ import torch
 import torchvision
 from omegaconf import DictConfig
 
-from updown_vqa.core.cache import file_identity
+from updown_vqa.core.cache import file_identity, file_state, files_digest
 from updown_vqa.core.cli import in_multirun
 from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import refuse_overwriting_inputs
+from updown_vqa.core.settings import FLAG, Number, OneOf, check_group
 from updown_vqa.detection.c4_regions import C4RegionExtractor, build_c4, read_vocab
 from updown_vqa.detection.model import (
     REGION_FEATURES,
@@ -26,6 +28,7 @@ from updown_vqa.detection.model import (
     build_detector,
     trained_detector,
 )
+from updown_vqa.detection.selection import check_detector_settings
 from updown_vqa.features.boxes import BoxExtractor, check_boxes
 from updown_vqa.features.images import extract_to_store, list_keyed_images
 from updown_vqa.features.parts import merge_when_complete, part_ready
@@ -37,9 +40,25 @@ from updown_vqa.features.work import check_inputs, remove_inputs
 log = logging.getLogger(__name__)
 MODES = ("grid", "boxes", "regions")
 TRUNK_CUTS = ("layer1", "layer2", "layer3", "layer4")
-ARCHS = ("fpn", "c4")
 DETECTOR_KEYS = ("num_classes", "proposals", "per_class_boxes", "nms_iou", "score_threshold",
                  "min_boxes", "max_boxes")
+SETTINGS = {"mode": OneOf(MODES), "ids": OneOf(("auto", "name")), "seed": Number("int", 0, 2**32 - 1),
+            "image_size": Number("int", 32, 8192), "min_size": Number("int", 32, 8192),
+            "max_size": Number("int", 32, 8192), "roi_output_size": Number("int", 1, 64),
+            "batch_size": Number("int", 1, 2**16), "num_workers": Number("int", 0, 1024),
+            "dtype": OneOf(("float32", "float16")), "trunk": OneOf(TRUNK_CUTS), "stage": OneOf(TRUNK_CUTS),
+            **{key: FLAG for key in ("allow_random_weights", "spatial_features", "pin_memory", "autocast",
+                                     "restart", "allow_nonfinite", "bench")},
+            "bench_images": Number("int", 1, 10**6), "bench_repeats": Number("int", 1, 1000)}
+
+
+def check_extract_settings(cfg: DictConfig) -> None:
+    """Every setting of `extract` (and its bench) before any image is read."""
+    check_group(cfg, "", SETTINGS)
+    check_detector_settings(cfg)
+    if cfg.get("min_size") and cfg.get("max_size") and cfg.min_size > cfg.max_size:
+        raise UpdownError(f"min_size={cfg.min_size} > max_size={cfg.max_size}: the shorter side's size "
+                          "must not exceed the longer side's limit")
 
 
 class GridExtractor:
@@ -76,8 +95,6 @@ def grid_boxes(grid: tuple[int, int], stride: int, input_size: tuple[int, int],
 
 def make_recipe(cfg: DictConfig) -> dict:
     """What the store records about how it was made; checks the mode, backbone and weights now."""
-    if cfg.mode not in MODES:
-        raise UpdownError(f"mode={cfg.mode!r}: choose one of {', '.join(MODES)}")
     if not cfg.backbone.startswith("resnet") or not hasattr(torchvision.models, cfg.backbone):
         raise UpdownError(f"backbone={cfg.backbone!r}: use a torchvision ResNet (resnet18..resnet152)")
     if cfg.mode == "regions" and cfg.detector.get("arch", "fpn") != "fpn":
@@ -92,9 +109,6 @@ def make_recipe(cfg: DictConfig) -> dict:
         if trained:  # a train_detector checkpoint brings its own architecture and classes
             recipe |= {"backbone": trained["backbone"], "num_classes": trained["num_classes"]}
         recipe["region_features"] = cfg.detector.get("region_features", "c5")
-        if recipe["region_features"] not in REGION_FEATURES:
-            raise UpdownError(f"detector.region_features={recipe['region_features']!r}: choose one of "
-                              f"{', '.join(REGION_FEATURES)}")
         recipe["feature_pooling"] = REGION_FEATURES[recipe["region_features"]]
     else:
         recipe["stage"] = trunk_cut(cfg)  # the store attribute keeps its name: stores and checkpoints read it
@@ -119,8 +133,6 @@ def trunk_cut(cfg: DictConfig) -> str:
 def _c4_recipe(cfg: DictConfig) -> dict:
     """The recipe of `mode=regions detector.arch=c4`: the paper's detector (docs/extraction.md)."""
     detector = cfg.detector
-    if detector.arch not in ARCHS:
-        raise UpdownError(f"detector.arch={detector.arch!r}: choose one of {', '.join(ARCHS)}")
     depth, classes = int(detector.get("depth", 101)), int(detector.num_classes)
     attributes = int(detector.get("num_attributes", 401))
     weights = cfg.weights
@@ -192,6 +204,9 @@ def extract(cfg: DictConfig) -> str:
     """Write (or finish, or confirm up to date) the feature store `cfg.out` for `cfg.images`. A shard
     (`shard=I/N`, a SLURM array task, a torchrun rank) writes its part, and the last part to finish
     merges them all into `cfg.out` (features/shards.py, features/parts.py)."""
+    check_extract_settings(cfg)
+    refuse_overwriting_inputs("out", cfg.out, {"images folder": cfg.images, "boxes file": cfg.get("boxes"),
+                                               "weights file": cfg.get("weights")})
     images, keys = list_keyed_images(cfg.images, by_name=cfg.get("ids", "auto") == "name")
     recipe = make_recipe(cfg)
     if not cfg.restart and _up_to_date(cfg.out, recipe, cfg.dtype, images, keys):
@@ -219,7 +234,8 @@ def _extract_images(cfg: DictConfig, recipe: dict, images: Mapping[int, str], ke
                     out: str, shard: Shard | None = None) -> None:
     """The store `out` (a shard's part: flat, merged later) of these images, resuming unfinished work."""
     boxes = check_boxes(load_boxes(cfg.boxes), images, cfg.boxes) if cfg.mode == "boxes" else None
-    inputs = {"images": os.path.abspath(cfg.images), "boxes": file_identity(cfg.boxes) if cfg.boxes else None}
+    inputs = {"images": os.path.abspath(cfg.images), "image_files": files_digest(images.values()),
+              "boxes": file_identity(cfg.boxes) | file_state(cfg.boxes) if cfg.boxes else None}
     if shard is not None:  # its block of images depends on the batch size too
         inputs["shard"] = f"{shard.index}/{shard.count}, batch_size={cfg.batch_size}"
     check_inputs(out, inputs, cfg.restart, "restart=true")  # an unfinished store resumes on its own inputs

@@ -1,6 +1,8 @@
-"""A feature store's index checked when it is opened: counts within the layout, offsets consistent,
-boxes inside their images. A hostile or corrupt store is one error naming it and the image id, before
-any read allocates by its numbers."""
+"""A feature store's schema and index checked when it is opened, the one place of the store's rules:
+integer image ids (or string keys in image_keys), each once; float features; boxes [.., 4]; regions in
+some image (a few empty images are counted in a warning); counts within the layout, offsets consistent,
+boxes inside their images. A store that would mislead, a hostile or a corrupt one is one error naming it
+and the image id, before any read allocates by its numbers."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ BLOCK_ROWS = 1 << 20  # boxes read per step
 
 def check_store(path: str, f: h5py.File, image_ids: np.ndarray, num_boxes: np.ndarray,
                 offsets: np.ndarray | None) -> None:
-    """Refuse per-image arrays of different lengths, num_boxes outside [0, K] or offsets that disagree."""
+    """Refuse what `check_schema` refuses, per-image arrays of different lengths, num_boxes outside
+    [0, K] or offsets that disagree."""
+    check_schema(path, f, image_ids, num_boxes)
     n = len(image_ids)
     for name in ("image_w", "image_h", "num_boxes"):
         if len(f[name]) != n:
@@ -32,6 +36,40 @@ def check_store(path: str, f: h5py.File, image_ids: np.ndarray, num_boxes: np.nd
     else:
         _check_offsets(path, image_ids, num_boxes, offsets, len(features), len(boxes))
     _check_boxes(path, f, image_ids, num_boxes, offsets)
+
+
+def check_schema(path: str, f: h5py.File, image_ids: np.ndarray, num_boxes: np.ndarray) -> None:
+    """Stores that would train silently on the wrong thing: ids of another type or twice, integer
+    features, boxes that are not x1 y1 x2 y2, or no regions at all."""
+    keyed = "image_keys" in f
+    if f["image_ids"].dtype.kind not in "iu":
+        raise UpdownError(f"{path}: image_ids hold {_type_name(f['image_ids'].dtype)}, not integers; write "
+                          "integer ids (string ids go in the optional image_keys dataset, as convert_gqa does)")
+    names = f["image_keys"].asstr()[:] if keyed else image_ids
+    unique, counts = np.unique(names, return_counts=True)
+    if (counts > 1).any():
+        twice = unique[counts > 1]
+        raise UpdownError(f"{path}: image {'key' if keyed else 'id'} {twice[0]} appears {counts.max()} times "
+                          f"({len(twice)} ids appear more than once); each image is stored once, re-create it")
+    if f["features"].dtype.kind != "f":
+        raise UpdownError(f"{path}: features of {_type_name(f['features'].dtype)}; a store holds float32 or "
+                          "float16 features (integer values would be trained on as they are): re-create it")
+    if f["boxes"].shape[-1:] != (4,):
+        raise UpdownError(f"{path}: boxes of shape {f['boxes'].shape}, not [..., 4] (x1 y1 x2 y2); re-create it")
+    empty = int((num_boxes == 0).sum())
+    if len(num_boxes) and empty == len(num_boxes):
+        raise UpdownError(f"{path}: none of its {len(num_boxes)} images has a region (num_boxes all 0); "
+                          "re-extract the features")
+    if empty:
+        log.warning("%s: %d of %d images have no regions (e.g. image %s); they are answered from the question "
+                    "alone", path, empty, len(num_boxes), names[num_boxes == 0][0])
+
+
+def _type_name(dtype: np.dtype) -> str:
+    """'int16 values', 'strings (dtype object)'."""
+    if dtype.kind in "OSUT":
+        return f"strings (dtype {dtype})"
+    return f"{dtype} values"
 
 
 def _bad(path: str, image_ids: np.ndarray, bad: np.ndarray, what: str) -> UpdownError:

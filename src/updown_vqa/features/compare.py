@@ -155,7 +155,23 @@ def main(argv: list[str] | None = None) -> int:
     report["passed"] = bool(report["matched"] >= args.min_matched and report["cosine_median"] is not None
                             and report["cosine_median"] >= args.min_cosine)
     print(json.dumps(report))
+    if not report["passed"]:
+        print(f"error: {why_failed(report, args.min_matched, args.min_cosine)}", file=sys.stderr)
     return 0 if report["passed"] else 1
+
+
+def why_failed(report: dict, min_matched: float, min_cosine: float) -> str:
+    """The one line that says why a comparison did not pass."""
+    reasons = []
+    if report["missing_images"]:
+        reasons.append(f"{report['missing_images']} of {report['images']} reference images are not in our store")
+    if report["matched"] < min_matched:
+        reasons.append(f"{report['matched']:.1%} of the reference boxes matched ours (--min-matched {min_matched:g})")
+    if report["cosine_median"] is None:
+        reasons.append("no box pair to compare features of")
+    elif report["cosine_median"] < min_cosine:
+        reasons.append(f"median cosine {report['cosine_median']:.3f} (--min-cosine {min_cosine:g})")
+    return "the stores differ: " + "; ".join(reasons)
 
 
 if __name__ == "__main__":

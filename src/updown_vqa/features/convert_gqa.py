@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from updown_vqa.core.cache import read_json
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import refuse_overwriting_inputs
 from updown_vqa.features.writer import StoreWriter
 
 BLOCK = 64  # images read from an h5 file at a time: 64 x 100 x 2048 float32 = 52 MB
@@ -92,6 +93,8 @@ def convert(kind: str, root: str, out: str, dtype: str = "float32", layout: str 
     sizes_path = os.path.join(root, "gqa_objects_info.json")
     sizes = info if kind == "objects" else (read_json(sizes_path) if os.path.isfile(sizes_path) else {})
     plan = _plan(info, root, kind)
+    refuse_overwriting_inputs("--out", out, {"GQA features file": [path for path, _ in plan],
+                                             "GQA info file": [os.path.join(root, f"gqa_{kind}_info.json"), sizes_path]})
     with h5py.File(plan[0][0], "r") as f:
         dim = f["features"].shape[2 if kind == "objects" else 1]
     attrs = {"extractor": f"gqa-{kind}", "source": f"gqa_{kind}_*.h5", "dtype": dtype}

@@ -16,9 +16,10 @@ import sys
 
 from tqdm import tqdm
 
-from updown_vqa.core.cache import file_identity
+from updown_vqa.core.cache import file_identity, file_state
 from updown_vqa.core.cli import as_error
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import refuse_overwriting_inputs
 from updown_vqa.features.tsv import (
     BadLine,
     first_feature_dim,
@@ -93,6 +94,7 @@ def convert(
     allow_nonfinite: bool = False,
 ) -> dict[str, object]:
     """Convert TSV files into the store at `out`; returns counts of images, resumed and bad lines."""
+    refuse_overwriting_inputs("--out", out, {"input TSV": list(paths)})
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise UpdownError(f"TSV file(s) not found: {', '.join(missing)}")
@@ -103,7 +105,10 @@ def convert(
     }
     total = sum(os.path.getsize(p) for p in paths)
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress)
-    check_inputs(out, {f"input {i + 1}": file_identity(p) for i, p in enumerate(paths)}, restart, "--restart")
+    # size, mtime and the ends' hash, and ctime and inode: an edit in the middle that keeps size and mtime
+    # still moves the ctime, which no user can set back
+    check_inputs(out, {f"input {i + 1}": file_identity(p) | file_state(p) for i, p in enumerate(paths)}, restart,
+                 "--restart")
     dim = first_feature_dim(paths)
     with bar, StoreWriter(out, dim, dtype, attrs, not restart, allow_nonfinite) as writer:
         converter = Converter(writer, skip_bad, bar)

@@ -18,6 +18,7 @@ from updown_vqa.core.batch_slots import SlotDataLoader, SlotPool
 from updown_vqa.core.cache import as_list
 from updown_vqa.core.datamodule import SplitDataModule
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.settings import Number, OneOf
 from updown_vqa.features.regions import WORKER_THREADS, RegionTable
 from updown_vqa.features.store import FeatureStore
 
@@ -121,6 +122,9 @@ class FeatureDataModule(SplitDataModule):
     (where `feature_cache` none | ram | device applies), batches handed over by workers through recycled
     buffers (`worker_buffer_mb` each) and read on `worker_read_threads` threads each, and `device` mode's
     gather after the transfer."""
+
+    SETTINGS = {**SplitDataModule.SETTINGS, "feature_cache": OneOf(("none", "ram", "device")),
+                "worker_buffer_mb": Number("int", 1, 2**20), "worker_read_threads": Number("int", 1, 256)}
 
     def __init__(self, splits: dict, builder=None, batch_size: int = 512, eval_batch_size: int | None = None,
                  num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool = True,

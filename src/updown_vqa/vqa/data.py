@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from updown_vqa.core.cache import as_list, load_cache
+from updown_vqa.core.settings import Number
 from updown_vqa.features.loading import WORKER_THREADS, FeatureDataModule, StoreSet
 from updown_vqa.vqa.preprocess import ANSWER_TYPES, preprocess
 from updown_vqa.vqa.readers import check_val_split
@@ -89,6 +90,9 @@ class VQADataModule(FeatureDataModule):
     `worker_read_threads` is how many threads each worker reads with.
     `dataset` names the files' layout: vqa2, vqacp2, gqa or clevr (updown_vqa.vqa.readers).
     """
+
+    SETTINGS = {**FeatureDataModule.SETTINGS, "max_question_length": Number("int", 1, 1024),
+                "min_answer_count": Number("int", 1)}
 
     def __init__(self, train: dict, val: dict, cache_dir: str, test: dict | None = None,
                  builder: Callable[[], None] | None = None, max_question_length: int = 14,

@@ -16,8 +16,9 @@ from updown_vqa.core.cache import as_list
 from updown_vqa.core.checkpointing import load_module
 from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.io import write_json
+from updown_vqa.core.io import refuse_overwriting_inputs, write_json
 from updown_vqa.core.sampling import BatchSampler
+from updown_vqa.core.settings import Number, OneOf, check_group, declared
 from updown_vqa.core.text import UNK, Vocabulary, tokenize
 from updown_vqa.extraction.one_image import feature_recipe, image_features
 from updown_vqa.features.finite import require_finite
@@ -103,12 +104,22 @@ def predict_vqa(model: UpDownVQA, loader: DataLoader, top_k: int = 0,
     return results, ranked
 
 
+PREDICT = {"split": OneOf(("train", "val", "test")), "top_k": Number("int", 0, 10**4)}
+
+
 def predict(cfg: DictConfig) -> dict:
     """Answer data.<split>, write the results, and return the official accuracy when annotated."""
+    cfg.ckpt  # noqa: B018 (unset: one error naming ckpt, before anything else)
+    check_group(cfg, "", PREDICT)
+    check_group(cfg, "data", declared(cfg.data))
     if cfg.split not in cfg.data or not cfg.data[cfg.split]:
         raise UpdownError(f"split={cfg.split}: data.{cfg.split} is not configured; set "
                           f"data.{cfg.split}.questions=... data.{cfg.split}.features=... or pick another split")
     files = OmegaConf.to_container(cfg.data[cfg.split], resolve=True)
+    inputs = {"checkpoint": cfg.ckpt, **{f"data.{cfg.split}.{k}": v for k, v in files.items()}}
+    refuse_overwriting_inputs("out", cfg.out, inputs)
+    if cfg.top_k:
+        refuse_overwriting_inputs("top_k_out", cfg.top_k_out, {**inputs, "out": cfg.out})
     dataset = cfg.data.get("dataset", "vqa2")
     model = load_vqa_model(cfg.ckpt)
     loader = question_loader(model.hparams, files, cfg.split, cfg.data.batch_size,

@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from updown_vqa.core.settings import FLAG, SIZE, Number, OneOf
 from updown_vqa.core.text import load_glove
 from updown_vqa.vqa.metrics import VQAAccuracy
 from updown_vqa.vqa.model import UpDown, init_weights
@@ -33,6 +34,12 @@ class UpDownVQA(pl.LightningModule):
     checkpoint alone is enough to answer questions: no training caches are needed."""
 
     TASK = "vqa"  # recorded in its checkpoints (core.checkpointing.checkpoint_task)
+    LOGGED = ("train/loss", "val/loss", "val/acc", "val/acc_*")  # checkpoint.monitor names one
+    SETTINGS = {"feature_dim": SIZE, "embed_dim": SIZE, "hidden_dim": SIZE, "dropout": Number("float", 0, 0.999),
+                "nonlinearity": OneOf(("gated_tanh", "relu")), "attention": OneOf(("concat", "product")),
+                "weight_norm": FLAG, "use_image": FLAG, "compile": FLAG, "lr": Number("float", 1e-12, 10),
+                "warmup_epochs": Number("float", 0), "warmup_start": Number("float", 0, 1),
+                "decay_start": Number("int", 0), "decay_every": Number("int", 1), "decay_rate": Number("float", 0, 1)}
 
     def __init__(self, vocab: list[str], answers: list[str], feature_dim: int = 2048,
                  embed_dim: int = 300, hidden_dim: int = 1024, nonlinearity: str = "gated_tanh",
