@@ -4,11 +4,12 @@ questions get a message while the server goes on answering."""
 import base64
 import io
 import os
+import shlex
 import socket
 
 import numpy as np
 import pytest
-from conftest import run_module
+from conftest import compose_config, run_module
 from demo_fixtures import shapes_paths, untrained_checkpoint
 from PIL import Image
 from starlette.testclient import TestClient
@@ -139,3 +140,24 @@ def test_stored_regions_equal_the_features_recomputed_from_them(vqa_demo, data_d
     boxes, features = image_features(vqa_demo.model.hparams.feature_attrs, vqa_demo.images[image_id],
                                      stored["boxes"][0, :count].tolist())
     np.testing.assert_allclose(features.numpy(), stored["features"][0, :count], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_the_command_the_page_shows_prints_the_same_answers(vqa_demo, tmp_path):
+    client = TestClient(build_app(vqa_demo))
+    result = client.post("/api/ask", json={"image_id": vqa_demo.info()["images"][3],
+                                           "question": "what's the color of the circle?"}).json()
+    words = shlex.split(result["command"])
+    assert words[:3] == ["python", "-m", "updown_vqa.answer"]
+    done = run_module("updown_vqa.answer", *words[3:], f"paths.log_dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = [(line.split()[0], float(line.split()[1])) for line in done.stdout.strip().splitlines()[1:]]
+    assert [a for a, _ in printed] == [a["answer"] for a in result["answers"]]
+    assert np.allclose([s for _, s in printed], [a["score"] for a in result["answers"]], atol=1e-3)
+
+
+def test_the_config_binds_to_this_machine_and_reads_the_split_s_regions(data_dir):
+    cfg = compose_config([f"paths.data_dir={data_dir}", "ckpt=model.ckpt", "split=train"], config_name="demo")
+    assert (cfg.host, cfg.port, cfg.features) == ("127.0.0.1", 7860, None)
+    assert cfg.images == shapes_paths(data_dir, "train")[0]
+    assert cfg.data[cfg.split].features == shapes_paths(data_dir, "train")[1]

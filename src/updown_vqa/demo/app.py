@@ -72,11 +72,9 @@ def build_app(demo: Demo) -> Starlette:
     ])
 
 
-def serve(demo: Demo, host: str = "127.0.0.1", port: int = 7860) -> None:
-    """Serve the page until Ctrl-C; a port that cannot be bound is one UpdownError."""
+def listen(host: str = "127.0.0.1", port: int = 7860):
+    """A socket bound to host:port (port 0: any free one); one that cannot be bound is one UpdownError."""
     import socket
-
-    import uvicorn
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -86,7 +84,14 @@ def serve(demo: Demo, host: str = "127.0.0.1", port: int = 7860) -> None:
     except OSError as e:
         sock.close()
         raise UpdownError(f"host={host} port={port}: cannot listen there ({e.strerror}); pick another port=") from None
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
-    print(f"demo of {demo.kind} checkpoint {demo.ckpt}: http://{shown}:{sock.getsockname()[1]}/ "
-          "(Ctrl-C stops it)", flush=True)
+    return sock
+
+
+def serve(demo: Demo, sock) -> None:
+    """Serve the page on the bound socket until Ctrl-C."""
+    import uvicorn
+
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"demo of {demo.kind} checkpoint {demo.ckpt}: http://{shown}:{port}/ (Ctrl-C stops it)", flush=True)
     uvicorn.Server(uvicorn.Config(build_app(demo), log_level="warning")).run(sockets=[sock])
