@@ -84,6 +84,9 @@ class Page:
 
     def screenshot(self, out: str) -> None:
         """A PNG of the whole page as it is now."""
-        height = self.driver.execute_script("return document.body.scrollHeight")
-        self.driver.set_window_size(self.driver.get_window_size()["width"], max(600, height + 40))
+        import time
+
+        height = self.driver.execute_script("return document.documentElement.scrollHeight")
+        self.driver.set_window_size(self.driver.get_window_size()["width"], max(600, height + 200))
+        time.sleep(0.5)  # let the resized page lay out before the capture
         self.driver.save_screenshot(out)
