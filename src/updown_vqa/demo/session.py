@@ -55,17 +55,20 @@ class Demo:
         question = check_question(payload.get("question"), self.limits["max_question_chars"]) \
             if self.kind == "vqa" else ""
         image, source, boxes, name = self._image(payload)
-        with self.lock:
-            if self.kind == "vqa":
-                found = ask_image(self.model, source, question, boxes, self.top_k, self.weights, self.device,
-                                  f"ckpt={self.ckpt}")
-            else:
+        with self.lock:  # the model, and matplotlib, one request at a time
+            if self.kind == "caption":
                 found = caption_image(self.model, source, boxes, self.weights, self.device, f"ckpt={self.ckpt}")
+                return {"kind": "caption", "caption": " ".join(found["words"]),
+                        "regions": self._regions(len(found["boxes"]), boxes is not None),
+                        "words": [{"word": w, "attention": attention_png(image, found["boxes"], weights)}
+                                  for w, weights in zip(found["words"], found["attention"])]}
+            found = ask_image(self.model, source, question, boxes, self.top_k, self.weights, self.device,
+                              f"ckpt={self.ckpt}")
+            return self._vqa_result(found, question, image, boxes, name)
+
+    def _vqa_result(self, found: dict, question: str, image, boxes, name: str) -> dict:
+        """What the page shows of `ask_image`'s answer."""
         regions = self._regions(len(found["boxes"]), boxes is not None)
-        if self.kind == "caption":
-            return {"kind": "caption", "caption": " ".join(found["words"]), "regions": regions,
-                    "words": [{"word": w, "attention": attention_png(image, found["boxes"], weights)}
-                              for w, weights in zip(found["words"], found["attention"])]}
         strongest = int(np.argmax(found["attention"]))
         return {"kind": "vqa", "question": question, "regions": regions,
                 "answers": [{"answer": a, "score": round(s, 5)} for a, s in found["answers"]],
