@@ -125,6 +125,7 @@ $("form").addEventListener("submit", async (event) => {
     $("vqa-result").hidden = !vqa;
     $("caption-result").hidden = vqa;
     $("attention-figure").hidden = !vqa;
+    $("command-box").hidden = !vqa;
     (vqa ? showVQA : showCaption)(result);
     $("result").hidden = false;
   } catch (e) {
