@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from updown_vqa.demo.app import build_app
 from updown_vqa.demo.session import Demo
 from updown_vqa.features.loading import StoreSet
+from updown_vqa.vqa import inference
 from updown_vqa.vqa.inference import answer_image
 
 
@@ -133,9 +134,7 @@ def test_stored_regions_equal_the_features_recomputed_from_them(vqa_demo, data_d
     image_id = vqa_demo.info()["images"][0]
     stored = StoreSet([shapes_paths(data_dir)[1]]).read([image_id])
     count = stored["num_boxes"][0]
-    from updown_vqa.features.one_image import image_features
-
-    boxes, features = image_features(vqa_demo.model.hparams.feature_attrs, vqa_demo.images[image_id],
+    boxes, features = inference.image_features(  # the function answer makes its features withvqa_demo.model.hparams.feature_attrs, vqa_demo.images[image_id],
                                      stored["boxes"][0, :count].tolist())
     np.testing.assert_allclose(features.numpy(), stored["features"][0, :count], rtol=1e-4, atol=1e-4)
 
