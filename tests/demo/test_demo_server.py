@@ -134,8 +134,9 @@ def test_stored_regions_equal_the_features_recomputed_from_them(vqa_demo, data_d
     image_id = vqa_demo.info()["images"][0]
     stored = StoreSet([shapes_paths(data_dir)[1]]).read([image_id])
     count = stored["num_boxes"][0]
-    boxes, features = inference.image_features(  # the function answer makes its features withvqa_demo.model.hparams.feature_attrs, vqa_demo.images[image_id],
-                                     stored["boxes"][0, :count].tolist())
+    # the function answer makes an image's features with
+    boxes, features = inference.image_features(vqa_demo.model.hparams.feature_attrs, vqa_demo.images[image_id],
+                                               stored["boxes"][0, :count].tolist())
     np.testing.assert_allclose(features.numpy(), stored["features"][0, :count], rtol=1e-4, atol=1e-4)
 
 
