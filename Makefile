@@ -45,6 +45,11 @@ ablations: $(STAMP)
 	$(PY) -m updown_vqa.train -m experiment=ablations paths.log_dir=$(OUTPUTS) $(ARGS); \
 	$(PY) -m updown_vqa.report $(OUTPUTS)/multirun/ablations --baseline ablation=base
 
+# The demo page on localhost (docs/demo.md): make demo ARGS="ckpt=outputs/runs/<name>/checkpoints/best.ckpt [port=7860]"
+.PHONY: demo
+demo: $(STAMP)
+	$(PY) -m updown_vqa.demo $(ARGS)
+
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
 

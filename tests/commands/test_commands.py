@@ -16,6 +16,7 @@ COMMANDS = [
     ("updown_vqa.predict_caption", HYDRA, [f"ckpt={MISSING}.ckpt"], 1),
     ("updown_vqa.answer", HYDRA, [f"ckpt={MISSING}.ckpt", "image=x.png", "question=what?"], 1),
     ("updown_vqa.visualize", HYDRA, [f"ckpt={MISSING}.ckpt", "question_id=1"], 1),
+    ("updown_vqa.demo", HYDRA, [f"ckpt={MISSING}.ckpt", "port=0"], 1),
     ("updown_vqa.bench_sweep", HYDRA, ["synthetic=null", "data=vqa2", f"paths.data_dir={MISSING}"], 1),
     ("updown_vqa.bench.extraction", HYDRA, [f"images={MISSING}"], 1),
     ("updown_vqa.evaluate", ARGPARSE, ["--questions", MISSING, "--annotations", MISSING, "--results", MISSING], 1),

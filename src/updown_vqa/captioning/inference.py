@@ -18,6 +18,7 @@ from updown_vqa.core.io import refuse_overwriting_inputs
 from updown_vqa.core.settings import Number, OneOf, check_group, declared
 from updown_vqa.features.finite import require_finite
 from updown_vqa.features.loading import StoreSet
+from updown_vqa.extraction.one_image import feature_recipe, image_features
 from updown_vqa.vqa.pictures import find_image
 
 
@@ -70,3 +71,17 @@ def caption_picture(model, files: dict, image_id: int, image_dir: str) -> dict:
     words, attention = caption_attention(model, batch)  # [L], [L, K]
     return {"kind": "caption", "image_id": image_id, "words": words, "boxes": read["boxes"][0, :count],
             "attention": attention[:, :count].float().numpy(), "image": find_image(image_dir, image_id)}
+
+
+def caption_image(model: UpDownCaptioning, image, boxes=None, weights: str | None = None,
+                  device: str | None = None, source: str = "the checkpoint") -> dict:
+    """The greedy caption of any image, its features made by the checkpoint's recorded recipe (as
+    `answer` makes them): its `words`, the regions' `boxes` [K, 4] and the `attention` [L, K] per word."""
+    recipe = feature_recipe(model.hparams.get("feature_attrs"), source, weights)
+    kept, features = image_features(recipe, image, boxes, device)  # [K, 4], [K, D]
+    if features.shape[1] != model.hparams.feature_dim:
+        raise UpdownError(f"image={image}: {features.shape[1]}-d features, but the model takes "
+                          f"{model.hparams.feature_dim}-d ones")
+    batch = {"features": features[None], "mask": torch.ones(1, len(features), dtype=torch.bool)}
+    words, attention = caption_attention(model, batch)  # [L], [L, K]
+    return {"words": words, "boxes": kept.numpy(), "attention": attention.float().numpy()}

@@ -160,16 +160,38 @@ def answer_image(ckpt, image: str, question: str, boxes=None, top_k: int = 5,
                  weights: str | None = None, device: str | None = None) -> list[tuple[str, float]]:
     """The top-k answers and their sigmoid scores; `ckpt` is a checkpoint path or a loaded model."""
     model = load_vqa_model(str(ckpt), "cpu") if isinstance(ckpt, (str, os.PathLike)) else ckpt
+    source = str(ckpt) if isinstance(ckpt, (str, os.PathLike)) else "the checkpoint"
+    return ask_image(model, image, question, boxes, top_k, weights, device, source)["answers"]
+
+
+def ask_image(model: UpDownVQA, image, question: str, boxes=None, top_k: int = 5, weights: str | None = None,
+              device: str | None = None, source: str = "the checkpoint") -> dict:
+    """What `answer` computes for one image and question: the top-k `answers` [(answer, score)], the
+    regions' `boxes` [K, 4] in image pixels with their top-down `attention` [K], and the question's
+    `tokens` as the model read them. `image` is a path or an open binary file."""
     hp = model.hparams
-    recipe = feature_recipe(hp.get("feature_attrs"), str(ckpt), weights)
-    _, features = image_features(recipe, image, boxes, device)  # [K, D]
+    recipe = feature_recipe(hp.get("feature_attrs"), source, weights)
+    kept, features = image_features(recipe, image, boxes, device)  # [K, 4], [K, D]
     if features.shape[1] != hp.feature_dim:
         raise UpdownError(f"image={image}: {features.shape[1]}-d features, but the model takes "
                           f"{hp.feature_dim}-d ones")
-    tokens, lengths = Vocabulary(hp.vocab).encode(tokenize([question]), hp.max_question_length)
+    words, vocab = tokenize([question]), Vocabulary(hp.vocab)
+    tokens, lengths = vocab.encode(words, hp.max_question_length)
     batch = {"tokens": torch.from_numpy(tokens), "lengths": torch.from_numpy(lengths),
              "features": features[None], "mask": torch.ones(1, len(features), dtype=torch.bool)}
     with torch.no_grad():
-        scores = torch.sigmoid(model.eval()(batch)[0])  # [A]
+        logits, attention = model.eval()({k: v.to(model.device) for k, v in batch.items()},
+                                         return_attention=True)  # [1, A], [1, K]
+    scores = torch.sigmoid(logits[0]).cpu()  # [A]
     top = scores.topk(min(top_k, len(scores)))
-    return [(hp.answers[i], float(s)) for s, i in zip(top.values, top.indices.tolist())]
+    return {"answers": [(hp.answers[i], float(s)) for s, i in zip(top.values, top.indices.tolist())],
+            "boxes": kept.numpy(), "attention": attention[0].float().cpu().numpy(),
+            "tokens": read_tokens(words[0], vocab, hp.max_question_length)}
+
+
+def read_tokens(words: list[str], vocab: Vocabulary, max_length: int) -> list[dict]:
+    """Each word of a question with whether the vocabulary knows it (else the model reads UNK) and
+    whether it is among the first `max_length` words, the ones the model reads."""
+    unk = vocab.index[UNK]
+    return [{"word": word, "known": vocab.index.get(word, unk) > unk, "read": i < max_length}
+            for i, word in enumerate(words)]
