@@ -45,8 +45,8 @@ def test_trunk_cuts_the_grid_and_the_old_stage_name_gives_the_same_store_with_on
 
 
 @pytest.mark.parametrize("override,message", [
-    ("trunk=layer5", "trunk='layer5': the trunk ends after one of layer1, layer2, layer3, layer4"),
-    ("stage=scst", "stage='scst': the trunk ends after one of layer1, layer2, layer3, layer4"),
+    ("trunk=layer5", "trunk='layer5': must be one of layer1, layer2, layer3, layer4"),
+    ("stage=scst", "stage='scst': must be one of layer1, layer2, layer3, layer4"),
 ])
 def test_an_unknown_trunk_cut_is_one_error_naming_the_key(tmp_path, override, message):
     write_images(tmp_path / "images", sizes=((64, 64),))

@@ -93,6 +93,10 @@ def test_the_merge_command_error_contract(tmp_path):
     twice = run_module("updown_vqa.features.merge", out, part_path(out, 0, 2), part_path(out, 1, 2),
                        part_path(out, 1, 2))
     assert twice.returncode == 1 and "error: image id " in twice.stderr and "part-1-of-2.h5 and" in twice.stderr
+    onto_part = run_module("updown_vqa.features.merge", part_path(out, 0, 2), part_path(out, 0, 2),
+                           part_path(out, 1, 2))
+    assert onto_part.returncode == 1 and onto_part.stderr.strip().splitlines()[-1].startswith(
+        f"error: out={part_path(out, 0, 2)}: it is the part")
     done = run_module("updown_vqa.features.merge", out, "--remove-parts")
     assert done.returncode == 0 and "merged 2 parts, 10 images, 2 skipped" in done.stdout
     assert not os.path.exists(part_path(out, 0, 2))

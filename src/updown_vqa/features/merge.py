@@ -12,6 +12,7 @@ import sys
 
 from updown_vqa.core.cli import as_error
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.io import refuse_overwriting_inputs
 from updown_vqa.features.parts import find_parts, merge
 
 
@@ -25,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--remove-parts", action="store_true", help="delete the parts once merged")
     args = parser.parse_args(argv)
     try:
-        merge(args.out, args.parts or find_parts(args.out), args.layout, args.remove_parts)
+        parts = args.parts or find_parts(args.out)
+        refuse_overwriting_inputs("out", args.out, {"part": parts})  # before any work
+        merge(args.out, parts, args.layout, args.remove_parts)
     except (UpdownError, OSError, RuntimeError) as e:  # h5py wraps a full disk in either
         error = e if isinstance(e, UpdownError) else as_error(e)
         if error is None:
