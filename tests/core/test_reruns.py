@@ -16,7 +16,7 @@ def train_twice(tmp_path, *args, module="updown_vqa.train", name="run") -> tuple
     written = []
     for attempt in ("first", "second"):
         out = tmp_path / attempt
-        result = run_module(module, f"paths.log_dir={out}", f"name={name}", *args)
+        result = run_module(module, f"paths.log_dir={out}", f"name={name}", *args, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
         written.append((out / "runs" / name / "metrics.csv").read_text())
     return written[0], written[1]
@@ -36,23 +36,27 @@ def test_vqa_reruns_repeat_with_a_loader_worker(data_dir, tmp_path):
     assert_same_metrics(first, second, "train/loss", "val/acc")
 
 
-@pytest.mark.slow
-def test_caption_reruns_repeat(data_dir, tmp_path):
-    first, second = train_twice(tmp_path, *tiny_overrides(data_dir, str(tmp_path))[2:], f"paths.data_dir={data_dir}",
-                                "task=caption", "model.max_decode_length=8", "trainer.log_every_n_steps=1")
-    assert_same_metrics(first, second, "train/loss", "val/cider")
+@pytest.fixture(scope="module")
+def caption_reruns(data_dir, tmp_path_factory):
+    """Cross-entropy captioning twice, then SCST twice from the first run's best checkpoint."""
+    out = tmp_path_factory.mktemp("caption")
+    small = [*tiny_overrides(data_dir, str(out))[2:], f"paths.data_dir={data_dir}", "task=caption",
+             "model.max_decode_length=8", "trainer.log_every_n_steps=1"]
+    xe = train_twice(out / "xe", *small, name="cap")
+    init = next((out / "xe" / "first" / "runs" / "cap" / "checkpoints").glob("best-*.ckpt"))
+    scst = train_twice(out / "scst", *small, "stage=scst", f"init={init}", "trainer.max_steps=4",
+                       "trainer.val_check_interval=2", name="cap_scst")
+    return xe, scst
 
 
 @pytest.mark.slow
-def test_scst_reruns_repeat(data_dir, tmp_path):
-    small = [*tiny_overrides(data_dir, str(tmp_path))[2:], f"paths.data_dir={data_dir}", "task=caption",
-             "model.max_decode_length=8"]
-    xe = run_module("updown_vqa.train", *small, f"paths.log_dir={tmp_path / 'xe'}", "name=cap")
-    assert xe.returncode == 0, xe.stderr[-3000:]
-    init = next((tmp_path / "xe" / "runs" / "cap" / "checkpoints").glob("best-*.ckpt"))
-    first, second = train_twice(tmp_path, *small, "stage=scst", f"init={init}", "trainer.max_steps=4",
-                                "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", name="cap_scst")
-    assert_same_metrics(first, second, "train/reward", "val/cider")
+def test_caption_reruns_repeat(caption_reruns):
+    assert_same_metrics(*caption_reruns[0], "train/loss", "val/cider")
+
+
+@pytest.mark.slow
+def test_scst_reruns_repeat(caption_reruns):
+    assert_same_metrics(*caption_reruns[1], "train/reward", "val/cider")
 
 
 @pytest.mark.slow
@@ -74,6 +78,9 @@ def test_a_run_that_the_clock_stopped_says_so(data_dir, tmp_path):
     summary = json.loads((tmp_path / "runs" / "clock" / "checkpoints" / "finished.json").read_text())
     assert summary["stopped_by"] == "max_time" and summary["max_time_reached"] is True
     assert 0 < summary["epochs"] < 1000
+    again = run_module("updown_vqa.train", *tiny_overrides(data_dir, str(tmp_path)), "name=clock",
+                       "trainer.max_epochs=1000", "trainer.max_time=00:00:00:02")
+    assert "already finished" in again.stdout and "stopped by trainer.max_time" in again.stdout
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import shlex
 import sys
 
 import torch
+from pytorch_lightning.callbacks import EarlyStopping, Timer
 
 
 def command_line() -> str:
@@ -54,11 +55,10 @@ def load_average() -> float | None:
 
 def stopped_by(trainer) -> str:
     """Why fitting ended: `max_time` (the user's clock), `max_steps`, `early_stopping` or `max_epochs`."""
-    for callback in trainer.callbacks:
-        duration = getattr(callback, "_duration", None)
-        if type(callback).__name__ == "Timer" and duration is not None and callback.time_elapsed() >= duration:
-            return "max_time"
-    if any(getattr(c, "stopped_epoch", 0) for c in trainer.callbacks if type(c).__name__ == "EarlyStopping"):
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]  # Lightning adds one for max_time
+    if any(t.time_remaining() is not None and t.time_remaining() <= 0 for t in timers):
+        return "max_time"
+    if any(c.stopped_epoch for c in trainer.callbacks if isinstance(c, EarlyStopping)):
         return "early_stopping"
     if 0 <= trainer.max_steps <= trainer.global_step:
         return "max_steps"
