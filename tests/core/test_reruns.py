@@ -11,14 +11,14 @@ DETECTOR = ["data.builder=null", "model.image_size=64", "data.batch_size=4", "da
             "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1"]
 
 
-def train_twice(tmp_path, *args, module="updown_vqa.train", name="run") -> tuple[str, str]:
-    """metrics.csv of the same command run in two fresh log folders."""
+def train_twice(tmp_path, *args, module="updown_vqa.train", name="run", folder=None) -> tuple[str, str]:
+    """metrics.csv of the same command run in two fresh log folders (the run folder `folder`, default `name`)."""
     written = []
     for attempt in ("first", "second"):
         out = tmp_path / attempt
         result = run_module(module, f"paths.log_dir={out}", f"name={name}", *args, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
-        written.append((out / "runs" / name / "metrics.csv").read_text())
+        written.append((out / "runs" / (folder or name) / "metrics.csv").read_text())
     return written[0], written[1]
 
 
@@ -45,7 +45,7 @@ def caption_reruns(data_dir, tmp_path_factory):
     xe = train_twice(out / "xe", *small, name="cap")
     init = next((out / "xe" / "first" / "runs" / "cap" / "checkpoints").glob("best-*.ckpt"))
     scst = train_twice(out / "scst", *small, "stage=scst", f"init={init}", "trainer.max_steps=4",
-                       "trainer.val_check_interval=2", name="cap_scst")
+                       "trainer.val_check_interval=2", name="cap", folder="cap_scst")
     return xe, scst
 
 
