@@ -33,9 +33,9 @@ def test_each_task_and_data_pair_gets_the_experiment_of_its_data(task, data):
 
 def shipped_runs():
     """Every experiment, stage and ablation a user can select, and the other training commands' configs."""
-    for group in ("experiment", "experiment_stage", "ablation"):
-        for option in options(group):
-            yield [f"{group}={option}"] if group != "experiment_stage" else ["task=caption", "stage=scst"]
+    yield from ([f"experiment={option}"] for option in options("experiment"))
+    yield from (["experiment=ablations", f"ablation={option}"] for option in options("ablation"))
+    yield ["task=caption", "stage=scst"]  # experiment_stage/shapes_caption_scst
     yield ["task=detect"]
 
 
