@@ -1,5 +1,5 @@
 """Configuration that cannot surprise: every data option brings its own experiment, and each valid
-(task, data) pair composes to the model size, batch size, time limit and run name meant for it."""
+(task, data) pair composes to the model size, batch size, schedule and run name meant for it."""
 
 import os
 
@@ -8,16 +8,16 @@ from conftest import compose_config
 
 from updown_vqa.core.paths import config_dir
 
-# (task, data) -> (hidden size, batch size, time limit, run name)
+# (task, data) -> (hidden size, batch size, epochs, run name)
 PAIRS = {
-    ("vqa", "shapes"): (256, 128, "00:00:11:00", "shapes_updown"),
-    ("vqa", "vqa2"): (1024, 512, None, "vqa2_updown"),
-    ("vqa", "vqacp2"): (1024, 512, None, "vqacp2_updown"),
-    ("vqa", "gqa"): (1024, 512, None, "gqa_updown"),
-    ("vqa", "clevr"): (1024, 64, None, "clevr_updown"),
-    ("caption", "shapes_caption"): (256, 100, "00:00:30:00", "shapes_caption"),
-    ("caption", "coco_karpathy"): (1000, 50, None, "coco_updown"),
-    ("detect", "shapes_detect"): (None, 16, "00:00:19:00", "detector_shapes"),
+    ("vqa", "shapes"): (256, 128, 17, "shapes_updown"),
+    ("vqa", "vqa2"): (1024, 512, 13, "vqa2_updown"),
+    ("vqa", "vqacp2"): (1024, 512, 15, "vqacp2_updown"),
+    ("vqa", "gqa"): (1024, 512, 13, "gqa_updown"),
+    ("vqa", "clevr"): (1024, 64, 16, "clevr_updown"),
+    ("caption", "shapes_caption"): (256, 100, 10, "shapes_caption"),
+    ("caption", "coco_karpathy"): (1000, 50, 30, "coco_updown"),
+    ("detect", "shapes_detect"): (None, 16, 2, "detector_shapes"),
 }
 
 
@@ -28,9 +28,23 @@ def options(group: str) -> list[str]:
 @pytest.mark.parametrize("task,data", sorted(PAIRS))
 def test_each_task_and_data_pair_gets_the_experiment_of_its_data(task, data):
     cfg = compose_config([f"task={task}", f"data={data}"])
-    hidden, batch, max_time, name = PAIRS[task, data]
-    assert (cfg.model.get("hidden_dim"), cfg.data.batch_size, cfg.trainer.get("max_time"), cfg.name) == \
-        (hidden, batch, max_time, name)
+    assert (cfg.model.get("hidden_dim"), cfg.data.batch_size, cfg.trainer.max_epochs, cfg.name) == PAIRS[task, data]
+
+
+def shipped_runs():
+    """Every experiment, stage and ablation a user can select, and the other training commands' configs."""
+    yield from ([f"experiment={option}"] for option in options("experiment"))
+    yield from (["experiment=ablations", f"ablation={option}"] for option in options("ablation"))
+    yield ["task=caption", "stage=scst"]  # experiment_stage/shapes_caption_scst
+    yield ["task=detect"]
+
+
+@pytest.mark.parametrize("overrides", list(shipped_runs()), ids=" ".join)
+def test_no_shipped_run_stops_on_a_clock(overrides):
+    """Schedules are epochs or steps: the same command trains as long on a fast host as on a slow one."""
+    cfg = compose_config(overrides)
+    assert cfg.trainer.max_time is None and cfg.trainer.max_epochs > 0
+    assert compose_config(["trainer.max_time=00:00:05:00"]).trainer.max_time == "00:00:05:00"  # a user's option
 
 
 def test_every_data_option_ships_a_default_experiment_and_is_covered_here():

@@ -92,9 +92,12 @@ def test_answer_gets_the_question_exactly_as_typed(question, monkeypatch, tmp_pa
 
 
 def readme_keys() -> dict[str, str]:
-    """Every `group.key` the README tells users to set, with a value it shows (or none)."""
+    """Every `group.key` the README (and docs/design.md, its configuration section) tells users to set,
+    with a value it shows (or none)."""
     keys = {}
-    for line in open(os.path.join(os.path.dirname(config_dir()), "README.md")):
+    root = os.path.dirname(config_dir())
+    lines = [line for name in ("README.md", "docs/design.md") for line in open(os.path.join(root, name))]
+    for line in lines:
         if "error" in line.lower() or "Could not" in line:  # quoted error messages name wrong keys on purpose
             continue
         pattern = r"(?<![\w.+/-])((?:data|model|trainer|checkpoint|paths)\.[\w.]*\w)(?![\w(])(?:=([\w.,-]+))?"

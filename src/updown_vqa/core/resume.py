@@ -151,7 +151,8 @@ def finished_run(resume, checkpoint_dir: str) -> dict | None:
     if summary is not None:
         best = f"best {summary['monitor']} {summary['best']:.2f} at {summary['best_checkpoint']}" \
             if summary.get("best") is not None else "no best checkpoint"
-        print(f"{os.path.dirname(os.path.abspath(checkpoint_dir))}: this run already finished ({best}); "
+        clock = ", stopped by trainer.max_time" if summary.get("max_time_reached") else ""
+        print(f"{os.path.dirname(os.path.abspath(checkpoint_dir))}: this run already finished ({best}{clock}); "
               "not retraining. resume=never trains again in a new folder.", flush=True)
     return summary
 

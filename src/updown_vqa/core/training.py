@@ -24,6 +24,7 @@ from updown_vqa.core.checkpointing import (
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.lock import RunLock, main_process
 from updown_vqa.core.numerics import NonFiniteLoss
+from updown_vqa.core.provenance import final_line_suffix, provenance
 from updown_vqa.core.resume import (
     finished_run,
     keep_csv_metrics,
@@ -135,14 +136,22 @@ def _fit(cfg: DictConfig, smoke: bool, signals: RequeueOnSignal) -> dict:
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)  # LastCheckpoint: save, then requeue
     signals.requeue = False  # the final checkpoint is written: the job ends in its own time
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    summary = provenance(trainer, time.monotonic() - started)  # stopped_by, command, machine, date
     checkpoint = trainer.checkpoint_callback
     if getattr(checkpoint, "best_model_score", None) is not None:
         metrics["best"] = float(checkpoint.best_model_score)
         metrics["best_checkpoint"] = checkpoint.best_model_path
         if trainer.is_global_zero:  # one summary line, not one per DDP process
             print(f"best {checkpoint.monitor} {metrics['best']:.2f} at {checkpoint.best_model_path} "
-                  f"(checkpoints in {checkpoint.dirpath})", flush=True)
+                  f"(checkpoints in {checkpoint.dirpath})"
+                  f"{final_line_suffix(summary, trainer.max_epochs)}", flush=True)
     if not smoke and trainer.is_global_zero and trainer.state.status == "finished":
-        write_finished(cfg.checkpoint.dirpath, {"monitor": cfg.checkpoint.monitor, **metrics,
-                                                "wall_seconds": round(time.monotonic() - started, 1)})
+        write_finished(cfg.checkpoint.dirpath, {"monitor": cfg.checkpoint.monitor, **metrics, **summary,
+                                                "task": _task_name(cfg, model)})
     return metrics
+
+
+def _task_name(cfg: DictConfig, model: pl.LightningModule) -> str:
+    """The task a results table files this run under: vqa, caption, caption scst, detect."""
+    task = getattr(model, "TASK", None) or type(model).__name__
+    return f"{task} {cfg.stage}" if cfg.get("stage") not in (None, "xe") else task
