@@ -63,3 +63,74 @@ def write_reports(report: dict, out: str) -> list[str]:
     with atomic_write(f"{stem}.md") as f:
         f.write(f"{heading(report)}\n\n{table(report, markdown=True)}\n")
     return [f"{stem}.json", f"{stem}.md"]
+
+
+H100_BF16_TFLOPS = 989.0  # dense bf16 tensor-core peak of an H100 SXM (NVIDIA's data sheet)
+EFFICIENCY = 0.3  # of that peak, assumed: small GEMMs (H = 1024) and a 14-step GRU keep it well below 1
+FULL_TRAIN_QUESTIONS = 443_757
+
+
+def gpu_projection(report: dict, tflops: float = H100_BF16_TFLOPS, efficiency: float = EFFICIENCY) -> dict:
+    """An ESTIMATE of one training epoch of full VQA v2 on one H100-class GPU: the model's FLOPs at
+    `efficiency` of `tflops`, against this machine's fastest measured loader (feature_cache=none);
+    the larger of the two bounds the epoch. `make bench-gpu` measures instead."""
+    stages = {s["stage"]: s for s in report["stages"]}
+    loader = max((s for s in report["stages"] if s["stage"].startswith("load")), key=lambda s: s["samples_per_s"])
+    model_s = FULL_TRAIN_QUESTIONS * stages["train"]["train_flops_per_sample"] / (tflops * 1e12 * efficiency)
+    loader_s = FULL_TRAIN_QUESTIONS / loader["samples_per_s"]
+    return {"model_epoch_s": model_s, "loader_epoch_s": loader_s, "loader": loader["stage"],
+            "loader_samples_per_s": loader["samples_per_s"], "tflops": tflops, "efficiency": efficiency,
+            "flops_per_sample": stages["train"]["train_flops_per_sample"],
+            "bound": "loader" if loader_s > model_s else "model", "epoch_s": max(model_s, loader_s)}
+
+
+def plot(reports: list[dict], path: str) -> None:
+    """Wall time, peak RSS and output size of each stage against the fraction, log-log (a line of
+    slope 1 is linear growth), as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reports = sorted(reports, key=lambda r: r["fraction"])
+    fractions = [r["fraction"] for r in reports]
+    names = [s["stage"] for s in reports[-1]["stages"]]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    for ax, key, label in zip(axes, ("wall_s", "peak_rss_mb", "output_mb"), ("wall time (s)", "peak RSS (MB)",
+                                                                            "output (MB)")):
+        for name in names:
+            values = [next((s.get(key) for s in r["stages"] if s["stage"] == name), None) for r in reports]
+            points = [(f, v) for f, v in zip(fractions, values) if v]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=name)
+        low, high = fractions[0], fractions[-1]
+        ax.plot([low, high], [1, high / low], "k--", linewidth=0.8, label="linear (from 1 at the first)")
+        ax.set(xscale="log", yscale="log", xlabel="fraction of VQA v2", ylabel=label, title=label)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("bench scale: cost of each stage against the data's size (log-log)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv=None) -> None:
+    """`python -m updown_vqa.bench.scale_report OUT.png REPORT.json...`: the plot, and each table."""
+    import json
+    import sys
+
+    out, *paths = argv if argv is not None else sys.argv[1:]
+    reports = []
+    for path in paths:
+        with open(path) as f:
+            reports.append(json.load(f))
+    plot(reports, out)
+    for report in sorted(reports, key=lambda r: r["fraction"]):
+        print(f"{heading(report)}\n\n{table(report, markdown=True)}\n")
+    p = gpu_projection(max(reports, key=lambda r: r["fraction"]))
+    print(f"PROJECTION (not a measurement): one epoch of {FULL_TRAIN_QUESTIONS:,} questions on one H100-class GPU: "
+          f"model {p['flops_per_sample'] / 1e9:.2f} GFLOP/sample at {p['efficiency']:.0%} of {p['tflops']:.0f} "
+          f"TFLOP/s = {p['model_epoch_s']:.1f} s; loader ({p['loader']}, {p['loader_samples_per_s']:.0f} q/s "
+          f"on this machine) = {p['loader_epoch_s']:.0f} s; {p['bound']}-bound, about {p['epoch_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

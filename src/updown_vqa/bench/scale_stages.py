@@ -144,7 +144,21 @@ def train(spec: dict) -> dict:
     save_s = time.perf_counter() - start
     return {"steps": trainer.global_step, "step_s": sampler.step_seconds(), **sampler.summary(),
             "parameters": sum(p.numel() for p in module.parameters()),
+            "train_flops_per_sample": flops_per_sample(module, dm),
             "checkpoint": {"save_s": save_s, "size_mb": os.path.getsize(spec["ckpt"]) / 1e6}}
+
+
+def flops_per_sample(module, dm, samples: int = 8) -> float:
+    """FLOPs of one training sample (forward and backward, torch's counter) on real batch inputs."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = dm.on_after_batch_transfer(dm.datasets["train"][list(range(samples))], 0)
+    module.train()
+    with FlopCounterMode(display=False) as counter:
+        logits = module(batch)  # [B, A]
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["targets"]).backward()
+    return counter.get_total_flops() / samples
 
 
 STAGES = {"generate": generate, "convert": convert, "preprocess": preprocess, "train": train,
