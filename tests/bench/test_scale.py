@@ -64,5 +64,5 @@ def test_an_earlier_runs_data_is_not_overwritten(tmp_path):
     (tmp_path / "scale_0.5_float16").mkdir()
     (tmp_path / "scale_0.5_float16" / "keep.txt").write_text("mine")
     result = run_module("updown_vqa.bench", "scale", "--fraction", "0.5", "--dir", str(tmp_path))
-    assert result.returncode == 1 and "scale_0.5_float16 exists" in result.stderr
+    assert result.returncode == 1 and "scale_0.5_float16 exists with other settings" in result.stderr
     assert (tmp_path / "scale_0.5_float16" / "keep.txt").read_text() == "mine"

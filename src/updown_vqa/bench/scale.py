@@ -31,7 +31,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", help="folder for scale_F.json and scale_F.md (default: --dir)")
     parser.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--hidden-dim", type=int, default=1024)
+    parser.add_argument("--hidden-dim", type=int, default=1024, help="of the trained model")
+    parser.add_argument("--train-batch-size", type=int, default=512,
+                        help="of the training steps (the loading epochs use --batch-size)")
     parser.add_argument("--workers", default="0,1,2", help="loader workers to time an epoch with")
     parser.add_argument("--cold", default="auto", choices=["auto", "no"],
                         help="also time cold epochs, the store evicted from the page cache (default auto)")
@@ -47,7 +49,7 @@ def spec(args, work: str) -> dict:
             "shards": args.shards, "json_dir": json_dir, "files": files, "tsv_dir": os.path.join(work, "tsv"),
             "store": os.path.join(work, "trainval_36.h5"), "cache_dir": os.path.join(work, "cache"),
             "min_answer_count": max(1, round(PAPER_MIN_ANSWER_COUNT * args.fraction)),
-            "batch_size": args.batch_size, "hidden_dim": args.hidden_dim, "steps": args.steps,
+            "batch_size": args.batch_size, "train_batch_size": args.train_batch_size, "hidden_dim": args.hidden_dim, "steps": args.steps,
             "train_workers": 2, "ckpt": os.path.join(work, "run", "last.ckpt"),
             "results": os.path.join(work, "run", "val_results.json")}
 
@@ -100,13 +102,50 @@ def run_stage(name: str, argv: list[str], work: str, env: dict | None = None) ->
             **found}
 
 
-def _stage(name: str, spec_path: str, work: str, env: dict | None = None, command: list[str] = ()) -> dict:
-    """A stage of bench/scale_stages.py (or a project command run there), which writes its result
-    (peak RSS included) beside its log."""
-    result_path = os.path.join(work, f"{_file_name(name)}.result.json")
-    stage = "command" if command else name.split(" ")[0]
-    return run_stage(name, ["-m", "updown_vqa.bench.scale_stages", stage, spec_path, result_path, *command],
-                     work, env)
+class Stages:
+    """The stages of one run, in order. Each finished stage's record is kept in its folder
+    (NAME.stage.json), so a rerun with --keep data resumes after the last finished stage, and the
+    report so far is rewritten after every stage (`"complete": false` until the last)."""
+
+    def __init__(self, args, config: dict, spec_path: str, work: str):
+        self.args, self.config, self.spec_path, self.work = args, config, spec_path, work
+        self.records: list[dict] = []
+
+    def run(self, name: str, env: dict | None = None, command: list[str] = (), output: str | None = None,
+            extra: dict | None = None) -> dict:
+        """A stage of bench/scale_stages.py (or a project command run there), which writes its result,
+        peak RSS included, beside its log; `output` is the file or folder whose size it made, `extra`
+        what else to record; the run's folder size after it is its `disk_gb`."""
+        saved = os.path.join(self.work, f"{_file_name(name)}.stage.json")
+        if os.path.isfile(saved):
+            with open(saved) as f:
+                record = json.load(f) | {"resumed": True}
+        else:
+            result_path = os.path.join(self.work, f"{_file_name(name)}.result.json")
+            stage = "command" if command else name.split(" ")[0]
+            record = run_stage(name, ["-m", "updown_vqa.bench.scale_stages", stage, self.spec_path, result_path,
+                                      *command], self.work, env)
+            if output:
+                record["output_mb"] = folder_bytes(output) / 1e6
+            record |= (extra or {}) | {"disk_gb": folder_bytes(self.work) / 1e9}
+            with open(saved, "w") as f:
+                json.dump(record, f)
+        self.add(record)
+        return record
+
+    def add(self, record: dict) -> None:
+        self.records.append(record)
+        write_reports(report(self.args, self.config, self.records, complete=False), self.args.out or self.args.dir)
+
+
+def report(args, config: dict, stages: list[dict], complete: bool = True) -> dict:
+    disk = [s.get("disk_gb", 0.0) for s in stages]
+    return {"fraction": args.fraction, "dtype": args.dtype, "settings": vars(args), "complete": complete,
+            "sizes": {s: {"questions": round(q * args.fraction), "images": round(i * args.fraction)}
+                      for s, (q, i) in FULL_SIZES.items()},
+            "min_answer_count": config["min_answer_count"], "cpus": os.cpu_count(),
+            "disk_peak_gb": max(disk, default=0.0), "kept": args.keep, "stages": stages,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def run(args) -> dict:
@@ -115,56 +154,55 @@ def run(args) -> dict:
         raise UpdownError(f"--fraction {args.fraction}: give a fraction of the real VQA v2 size in (0, 1]")
     workers = [int(w) for w in args.workers.split(",")]
     work = os.path.join(args.dir, f"scale_{args.fraction:g}_{args.dtype}")
-    if os.path.exists(work):
-        raise UpdownError(f"{work} exists (an earlier run's data?); remove it or give another --dir")
-    os.makedirs(os.path.join(work, "run"))
     config = spec(args, work)
     spec_path = os.path.join(work, "spec.json")
-    with open(spec_path, "w") as f:
-        json.dump(config, f)
+    if os.path.exists(work):
+        if not os.path.isfile(spec_path) or _read(spec_path) != config:
+            raise UpdownError(f"{work} exists with other settings (an earlier run's data?); remove it or give "
+                              "another --dir")
+    else:
+        os.makedirs(os.path.join(work, "run"))
+        with open(spec_path, "w") as f:
+            json.dump(config, f)
+    stages = Stages(args, config, spec_path, work)
     try:
-        stages, disk_peak = _run_stages(args, config, spec_path, work, workers)
+        _run_stages(stages, workers)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    report = {"fraction": args.fraction, "dtype": args.dtype, "settings": vars(args),
-              "sizes": {s: {"questions": round(q * args.fraction), "images": round(i * args.fraction)}
-                        for s, (q, i) in FULL_SIZES.items()},
-              "min_answer_count": config["min_answer_count"], "cpus": os.cpu_count(),
-              "disk_peak_gb": disk_peak / 1e9, "kept": args.keep, "stages": stages,
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    report["written"] = write_reports(report, args.out or args.dir)
-    return report
+    final = report(args, config, stages.records)
+    final["written"] = write_reports(final, args.out or args.dir)
+    return final
 
 
-def _run_stages(args, config: dict, spec_path: str, work: str, workers: list[int]) -> tuple[list, int]:
-    stages = [_stage("generate", spec_path, work)]
-    stages[-1]["output_mb"] = folder_bytes(work) / 1e6
-    stages.append(_stage("convert", spec_path, work))
-    stages[-1]["output_mb"] = folder_bytes(config["store"]) / 1e6
-    disk_peak = folder_bytes(work)
-    if not args.keep:
+def _read(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _run_stages(stages: Stages, workers: list[int]) -> None:
+    args, config, work = stages.args, stages.config, stages.work
+    stages.run("generate", output=work)
+    stages.run("convert", output=config["store"])
+    if not args.keep and os.path.isdir(config["tsv_dir"]):
         shutil.rmtree(config["tsv_dir"])  # the store holds it all now; frees the disk for the larger fractions
-    stages.append(_stage("preprocess", spec_path, work))
-    stages[-1]["output_mb"] = folder_bytes(config["cache_dir"]) / 1e6
+    stages.run("preprocess", output=config["cache_dir"])
     for cold in ([False, True] if args.cold == "auto" else [False]):
         for count in workers:
-            method = evict(config["store"]) if cold else "page cache"
-            stages.append(_stage(f"load {count} workers {'cold' if cold else 'warm'}", spec_path, work,
-                                 {"SCALE_WORKERS": str(count), "SCALE_COLD": str(int(cold))}))
-            stages[-1]["cache"] = method
-    stages.append(_stage("train", spec_path, work))
-    checkpoint = stages[-1].pop("checkpoint")
-    stages.append({"stage": "checkpoint", "wall_s": checkpoint["save_s"], "output_mb": checkpoint["size_mb"]})
-    stages.append(_stage("predict", spec_path, work, command=[
+            name = f"load {count} workers {'cold' if cold else 'warm'}"
+            saved = os.path.isfile(os.path.join(work, f"{_file_name(name)}.stage.json"))
+            method = "page cache" if not cold or saved else evict(config["store"])
+            stages.run(name, {"SCALE_WORKERS": str(count), "SCALE_COLD": str(int(cold))}, extra={"cache": method})
+    train = stages.run("train")
+    checkpoint = train.get("checkpoint") or {}
+    stages.add({"stage": "checkpoint", "wall_s": checkpoint.get("save_s"), "output_mb": checkpoint.get("size_mb")})
+    stages.run("predict", command=[
         "-m", "updown_vqa.predict", f"ckpt={config['ckpt']}", "split=val", *_data_overrides(config),
-        f"out={config['results']}", f"paths.log_dir={os.path.join(work, 'run')}"]))
-    stages[-1]["output_mb"] = folder_bytes(config["results"]) / 1e6
+        f"out={config['results']}", f"paths.log_dir={os.path.join(work, 'run')}"], output=config["results"])
     val = config["files"]["val2014"]
-    stages.append(_stage("evaluate", spec_path, work, command=[
+    stages.run("evaluate", command=[
         "-m", "updown_vqa.evaluate", "--questions", val["questions"], "--annotations", val["annotations"],
-        "--results", config["results"]]))
-    return stages, max(disk_peak, folder_bytes(work))
+        "--results", config["results"]])
 
 
 def _data_overrides(config: dict) -> list[str]:

@@ -12,7 +12,8 @@ COLUMNS = ("stage", "wall s", "CPU s", "peak RSS MB", "worker PSS MB", "output M
 def _rate(stage: dict) -> str:
     """The stage's throughput or memory slope, in words."""
     if "samples_per_s" in stage:
-        return f"{stage['samples_per_s']:.0f} q/s, {stage['mb_per_s']:.0f} MB/s ({stage['cache']})"
+        return (f"epoch {stage['epoch_s']:.1f} s: {stage['samples_per_s']:.0f} q/s, {stage['mb_per_s']:.0f} MB/s "
+                f"({stage['cache']})")
     if "rss_slope_mb_per_100_steps" in stage:
         return (f"{stage['step_s']:.2f} s/step; RSS slope {stage['rss_slope_mb_per_100_steps']:+.1f} MB/100 "
                 f"steps, workers {stage['worker_pss_slope_mb_per_100_steps']:+.1f}")

@@ -129,7 +129,7 @@ def train(spec: dict) -> dict:
     from updown_vqa.vqa.module import UpDownVQA
 
     torch.manual_seed(spec["seed"])
-    dm = _datamodule(spec, spec["train_workers"])
+    dm = _datamodule(spec, spec["train_workers"], spec["train_batch_size"])
     dm.prepare_data()
     dm.setup("fit")
     module = UpDownVQA(dm.vocab, dm.answers, dm.feature_dim, hidden_dim=spec["hidden_dim"])
@@ -144,12 +144,13 @@ def train(spec: dict) -> dict:
     save_s = time.perf_counter() - start
     return {"steps": trainer.global_step, "step_s": sampler.step_seconds(), **sampler.summary(),
             "parameters": sum(p.numel() for p in module.parameters()),
-            "train_flops_per_sample": flops_per_sample(module, dm),
+            "train_flops_per_sample": flops_per_sample(UpDownVQA(dm.vocab, dm.answers, dm.feature_dim), dm),
             "checkpoint": {"save_s": save_s, "size_mb": os.path.getsize(spec["ckpt"]) / 1e6}}
 
 
 def flops_per_sample(module, dm, samples: int = 8) -> float:
-    """FLOPs of one training sample (forward and backward, torch's counter) on real batch inputs."""
+    """FLOPs of one training sample (forward and backward, torch's counter) of `module` (the paper's
+    sizes by default, whatever the trained model's) on real batch inputs."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
