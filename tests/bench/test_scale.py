@@ -53,8 +53,9 @@ def test_scale_reports_every_stage_and_removes_its_data(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--fraction", "0"], "--fraction 0.0: give a fraction of the real VQA v2 size in (0, 1]"),
     (["--fraction", "1.5"], "--fraction 1.5: give a fraction of the real VQA v2 size in (0, 1]"),
+    (["--fraction", "0.1", "--workers", "0,two"], "--workers 0,two: give worker counts separated by commas, e.g. 0,1,2"),
 ])
-def test_a_bad_fraction_is_one_error_line(tmp_path, args, message):
+def test_a_bad_argument_is_one_error_line(tmp_path, args, message):
     result = run_module("updown_vqa.bench", "scale", *args, "--dir", str(tmp_path))
     assert result.returncode == 1 and result.stderr.strip() == f"error: {message}", result.stderr
     assert os.listdir(tmp_path) == []

@@ -152,7 +152,10 @@ def run(args) -> dict:
     """Every stage at `args.fraction`; the report (also written as JSON and Markdown)."""
     if not 0 < args.fraction <= 1:
         raise UpdownError(f"--fraction {args.fraction}: give a fraction of the real VQA v2 size in (0, 1]")
-    workers = [int(w) for w in args.workers.split(",")]
+    try:
+        workers = [int(w) for w in args.workers.split(",")]
+    except ValueError:
+        raise UpdownError(f"--workers {args.workers}: give worker counts separated by commas, e.g. 0,1,2") from None
     work = os.path.join(args.dir, f"scale_{args.fraction:g}_{args.dtype}")
     config = spec(args, work)
     spec_path = os.path.join(work, "spec.json")
