@@ -85,3 +85,10 @@ tensorboard: $(STAMP)
 
 clean:
 	rm -rf outputs .pytest_cache
+
+# The whole VQA v2 pipeline at a fraction of its real size (docs/scale.md), e.g.
+#   make bench-scale ARGS="--fraction 0.1 --dir /tmp/scale"
+# per-stage wall/CPU time, peak RSS, worker PSS and output size in DIR/scale_F_DTYPE.json and .md.
+.PHONY: bench-scale
+bench-scale: $(STAMP)
+	$(PY) -m updown_vqa.bench scale $(ARGS)

@@ -36,6 +36,9 @@ from updown_vqa.bench.loader import (
 )
 from updown_vqa.bench.overlap import compute_step, step_throughput
 from updown_vqa.bench.protocol import alternate
+from updown_vqa.bench.scale import add_arguments as add_scale_arguments
+from updown_vqa.bench.scale import run as run_scale
+from updown_vqa.bench.scale_report import heading, table
 from updown_vqa.bench.training import (
     in_memory_throughput,
     lightning_throughput,
@@ -160,6 +163,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.add_argument("--json", action="store_true", help="print the results as JSON on the last line")
         p.add_argument("--repeats", "--rounds", type=int, default=3, dest="repeats",
                        help="alternated runs of every contender; each reports its best (default 3)")
+    add_scale_arguments(sub.add_parser("scale", help="the whole pipeline at a fraction of VQA v2 (bench/scale.py)"))
     loader, train, gpu = sub.choices["loader"], sub.choices["train"], sub.choices["gpu"]
     add_gpu_arguments(gpu)
     loader.set_defaults(batches=None)  # resolved below: at least LOADER_SAMPLES samples per run
@@ -178,7 +182,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.add_argument("--embed-dim", type=int, default=300)
     train.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
     train.add_argument("--compile", action="store_true", help="torch.compile the model")
-    args = check_int_args(parser, parser.parse_args(argv), non_negative=("num_workers", "warmup", "seed"))
+    args = parser.parse_args(argv)
+    if args.command == "scale":
+        return check_int_args(parser, args)
+    args = check_int_args(parser, args, non_negative=("num_workers", "warmup", "seed"))
     if args.batches is None:
         args.batches = max(20, -(-LOADER_SAMPLES // args.batch_size))
     return args
@@ -186,6 +193,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    if args.command == "scale":
+        return main_scale(args)
     try:
         with tempfile.TemporaryDirectory(prefix="updown-bench-") as tmp:
             root = args.work_dir or tmp
@@ -201,6 +210,15 @@ def main(argv=None) -> None:
         print("\n".join(summary(args.command, args, result)))
     if args.json:
         print(json.dumps(result))
+
+
+def main_scale(args) -> None:
+    try:
+        report = run_scale(args)
+    except UpdownError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"{heading(report)}\n{table(report)}\nwritten: {', '.join(report['written'])}")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from updown_vqa.features.parts import merge_when_complete, part_ready
 from updown_vqa.features.rois import build_trunk, normalize_images, weights_record
 from updown_vqa.features.shards import Shard, choose_shard, part_path
 from updown_vqa.features.store import FeatureStore
-from updown_vqa.features.work import check_inputs, remove_inputs
+from updown_vqa.features.work import check_inputs, check_space, remove_inputs
 
 log = logging.getLogger(__name__)
 MODES = ("grid", "boxes", "regions")
@@ -242,6 +242,10 @@ def _extract_images(cfg: DictConfig, recipe: dict, images: Mapping[int, str], ke
     device = choose_device(cfg.device)
     device = shard.device(device) if shard else device
     extractor = build_extractor(recipe, device, boxes)
+    regions = _regions_per_image(recipe, boxes, getattr(extractor, "stride", 32))
+    itemsize = 2 if cfg.dtype == "float16" else 4
+    check_space(cfg.out, len(images) * regions * (extractor.feature_dim * itemsize + 16), cfg.restart,
+                "extract with dtype=float16" if itemsize == 4 else "extract fewer images")
     own_sizes = recipe.get("detector_arch") == "c4"  # it resizes each image itself (600 / 1000)
     extract_to_store(images, extractor, extractor.feature_dim, out, recipe,
                      None if own_sizes else cfg.image_size, cfg.batch_size, cfg.num_workers,
@@ -252,6 +256,16 @@ def _extract_images(cfg: DictConfig, recipe: dict, images: Mapping[int, str], ke
     store = FeatureStore(out)
     print(f"{out}: {len(store)} images, {len(store.skipped)} skipped, up to {store.max_boxes} "
           f"regions of {store.feature_dim}-d {cfg.mode} features")
+
+
+def _regions_per_image(recipe: Mapping, boxes: dict | None, stride: int) -> int:
+    """The most regions an image can have: the detector's max_boxes, the boxes file's longest list,
+    or the cells of the grid of an image_size image."""
+    if recipe["extractor"] == "regions":
+        return int(recipe["max_boxes"])
+    if boxes is not None:
+        return max((len(b) for b in boxes.values()), default=1)
+    return (-(-int(recipe["image_size"]) // stride)) ** 2
 
 
 def _up_to_date(out: str, recipe: Mapping, dtype: str, images: Mapping[int, str],

@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 
+import numpy as np
 from tqdm import tqdm
 
 from updown_vqa.core.cache import file_identity, file_state
@@ -26,7 +27,7 @@ from updown_vqa.features.tsv import (
     parse_line,
     read_lines,
 )
-from updown_vqa.features.work import check_inputs, remove_inputs
+from updown_vqa.features.work import check_inputs, check_space, remove_inputs
 from updown_vqa.features.writer import StoreWriter
 
 
@@ -104,12 +105,14 @@ def convert(
         "dtype": dtype,
     }
     total = sum(os.path.getsize(p) for p in paths)
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress)
+    dim = first_feature_dim(paths)
+    check_space(out, store_bytes(total, dim, dtype), restart, "convert with --dtype float16" if dtype == "float32"
+                else "convert fewer shards")
     # size, mtime and the ends' hash, and ctime and inode: an edit in the middle that keeps size and mtime
     # still moves the ctime, which no user can set back
     check_inputs(out, {f"input {i + 1}": file_identity(p) | file_state(p) for i, p in enumerate(paths)}, restart,
                  "--restart")
-    dim = first_feature_dim(paths)
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress)
     with bar, StoreWriter(out, dim, dtype, attrs, not restart, allow_nonfinite) as writer:
         converter = Converter(writer, skip_bad, bar)
         for path in paths:
@@ -121,6 +124,13 @@ def convert(
         writer.finalize(layout)
     remove_inputs(out)
     return {"images": len(writer.done_ids), "resumed": converter.resumed, "bad": converter.bad}
+
+
+def store_bytes(tsv_bytes: int, dim: int, dtype: str) -> int:
+    """About the size of the store of `tsv_bytes` of TSV: per region the base64 of 4 + D float32 in
+    (4/3 bytes per byte), 16 bytes of box + D values of `dtype` out."""
+    regions = tsv_bytes * 3 / 4 / ((4 + dim) * 4)
+    return int(regions * (16 + dim * np.dtype(dtype).itemsize))
 
 
 def main(argv: list[str] | None = None) -> int:

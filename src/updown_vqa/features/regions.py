@@ -150,6 +150,7 @@ class RegionTable:
         device = torch.device(device)
         shared = self.cache == "ram" and device.type == "cpu"
         rows = int(self.base[-1]) + 1
+        self._check_fits(rows * (self.feature_dim * self.dtype.itemsize + 16), device)
         try:
             self.features = _empty((rows, self.feature_dim), _torch_dtype(self.dtype), shared, device)
             self.boxes = _empty((rows, 4), torch.float32, shared, device)
@@ -163,6 +164,17 @@ class RegionTable:
         self.features[-1], self.boxes[-1] = 0, 0
         for p, store in enumerate(self.stores):
             self._load_store(p, store)
+
+    def _check_fits(self, nbytes: int, device: torch.device) -> None:
+        """Refuse a table larger than the memory available for it, before any of it is loaded."""
+        available, where = available_memory(device)
+        if nbytes <= available:
+            return
+        smaller = "a float16 store (convert_tsv --dtype float16), " if self.dtype.itemsize > 2 else ""
+        raise UpdownError(
+            f"data.feature_cache={self.cache}: the features of {[s.path for s in self.stores]} need "
+            f"{nbytes / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is available ({where}); use "
+            f"data.feature_cache=none (reads from the file, in little memory), {smaller}or a smaller split")
 
     def _load_store(self, p: int, store: FeatureStore) -> None:
         layout, base = self.layouts[p], int(self.base[p])
@@ -246,6 +258,23 @@ class RegionTable:
         if p not in self._files:
             self._files[p] = h5py.File(self.stores[p].path, "r")
         return self._files[p]
+
+
+def available_memory(device: torch.device) -> tuple[int, str]:
+    """Bytes a table could take on `device`, and where that figure comes from: the accelerator's free
+    memory, or MemAvailable (at most /dev/shm's free space, where `ram` mode allocates). UPDOWN_AVAILABLE_BYTES
+    stands in for it where tests need a small machine."""
+    if os.environ.get("UPDOWN_AVAILABLE_BYTES"):
+        return int(os.environ["UPDOWN_AVAILABLE_BYTES"]), "UPDOWN_AVAILABLE_BYTES"
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0], f"free on {device}"
+    with open("/proc/meminfo") as f:
+        available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    if os.path.isdir("/dev/shm"):
+        shm = os.statvfs("/dev/shm")
+        if shm.f_bavail * shm.f_frsize < available:
+            return shm.f_bavail * shm.f_frsize, "free in /dev/shm"
+    return available, "MemAvailable"
 
 
 def _pread_into(fd: int, out: np.ndarray, offset: int) -> None:
