@@ -11,9 +11,9 @@ from test_convert_tsv import make_rows, write_shards
 
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.datasets.random_stores import write_random_store
+from updown_vqa.extraction.extractors import extract
 from updown_vqa.features.convert_tsv import main as convert_main
 from updown_vqa.features.convert_tsv import store_bytes
-from updown_vqa.features.extractors import extract
 from updown_vqa.features.regions import RegionTable, available_memory
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.features.tsv import write_tsv

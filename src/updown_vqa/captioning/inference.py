@@ -16,9 +16,9 @@ from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import refuse_overwriting_inputs
 from updown_vqa.core.settings import Number, OneOf, check_group, declared
+from updown_vqa.extraction.one_image import feature_recipe, image_features
 from updown_vqa.features.finite import require_finite
 from updown_vqa.features.loading import StoreSet
-from updown_vqa.extraction.one_image import feature_recipe, image_features
 from updown_vqa.vqa.pictures import find_image
 
 
