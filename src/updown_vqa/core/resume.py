@@ -30,7 +30,7 @@ from updown_vqa.core.checkpointing import LAST, UnreadableCheckpoint, read_check
 from updown_vqa.core.errors import UpdownError, fail
 from updown_vqa.core.io import write_json
 from updown_vqa.core.lock import check_free
-from updown_vqa.core.run_files import CHECKPOINTS, FAILED, FINISHED
+from updown_vqa.core.run_files import CHECKPOINTS, FAILED, FINISHED, read_record
 from updown_vqa.core.settings import run_name
 
 log = logging.getLogger(__name__)
@@ -74,17 +74,7 @@ def job_dir(override_dirname: str) -> str:
 def read_finished(checkpoint_dir: str) -> dict | None:
     """The summary a finished run left in `checkpoint_dir`, or None."""
     path = os.path.join(checkpoint_dir, FINISHED)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            summary = json.load(f)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise UpdownError(f"{path}: corrupt ({e}); delete it and run the same command again: it resumes "
-                          "from the run's last checkpoint and writes it anew") from None
-    if not isinstance(summary, dict):
-        raise UpdownError(f"{path}: corrupt (not a json object); delete it and run the same command again")
-    return summary
+    return read_record(path) if os.path.isfile(path) else None
 
 
 def write_finished(checkpoint_dir: str, summary: dict, name: str = FINISHED) -> None:

@@ -8,7 +8,6 @@ or a multirun job (outputs/multirun/NAME/<job>). Its status comes from `checkpoi
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from omegaconf import OmegaConf
 
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.core.run_files import CHECKPOINTS, FAILED, FINISHED
+from updown_vqa.core.run_files import CHECKPOINTS, FAILED, FINISHED, read_record
 
 IGNORED = ("paths.", "resume", "hydra.", "hydra/")  # where a run writes, not what it trains
 SKIPPED_FOLDERS = {CHECKPOINTS, ".hydra", ".submitit", "tensorboard"}
@@ -82,24 +81,11 @@ def read_run(path: str) -> Run:
     finished = os.path.join(path, CHECKPOINTS, FINISHED)
     failed = os.path.join(path, FAILED)
     if os.path.isfile(finished):  # a job that failed once and finished when run again is finished
-        run.summary = read_json_file(finished)
+        run.summary = read_record(finished)
         run.status, run.monitor = "finished", run.summary.get("monitor", run.monitor)
     elif os.path.isfile(failed):
-        run.status, run.error = "failed", read_json_file(failed).get("error", "")
+        run.status, run.error = "failed", read_record(failed).get("error", "")
     return run
-
-
-def read_json_file(path: str) -> dict:
-    """A run's json record; a corrupt one is one error naming it."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise UpdownError(f"{path}: corrupt ({e}); delete it (a finished run's record is rewritten by running "
-                          "its command again), then rerun") from None
-    if not isinstance(data, dict):
-        raise UpdownError(f"{path}: corrupt (not a json object); delete it, then rerun")
-    return data
 
 
 def find_runs(folders: list[str]) -> list[Run]:
