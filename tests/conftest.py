@@ -11,6 +11,7 @@ import pytest
 import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from PIL import Image
+from slurm_cluster import slurm_cluster  # noqa: F401  (the session's SLURM cluster, for tests/slurm/)
 
 from updown_vqa.core.paths import config_dir
 from updown_vqa.datasets.shapes import ShapesBuilder

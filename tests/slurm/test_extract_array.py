@@ -11,22 +11,13 @@ from conftest import extract_config, write_images
 
 from updown_vqa.extraction.extractors import extract
 
-SMALL = ["backbone=resnet18", "stage=layer2", "allow_random_weights=true", "image_size=32",
+SMALL = ["backbone=resnet18", "trunk=layer2", "allow_random_weights=true", "image_size=32",
          "num_workers=0", "batch_size=2"]
-
-
-@pytest.fixture
-def cluster(request):
-    """The session's cluster (tests/slurm/conftest.py: `slurm_cluster`, with `.env` and `.partition`)."""
-    try:
-        return request.getfixturevalue("slurm_cluster")
-    except pytest.FixtureLookupError:
-        pytest.skip("this checkout has no slurm_cluster fixture (tests/slurm/conftest.py)")
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_an_array_job_extracts_its_shards_and_the_last_task_merges(tmp_path, cluster, same_store):
+def test_an_array_job_extracts_its_shards_and_the_last_task_merges(tmp_path, slurm_cluster, same_store):
     write_images(tmp_path / "images", sizes=[(40, 30), (50, 70), (64, 64), (33, 20), (80, 60), (31, 45)])
     (tmp_path / "images" / "COCO_val2014_000000000009.jpg").write_bytes(b"\xff\xd8 truncated")
     common = [f"images={tmp_path / 'images'}", *SMALL, f"paths.log_dir={tmp_path / 'logs'}"]
@@ -36,9 +27,9 @@ def test_an_array_job_extracts_its_shards_and_the_last_task_merges(tmp_path, clu
     script.write_text("#!/bin/bash\n" + " ".join([sys.executable, "-m", "updown_vqa.extract", *common,
                                                   f"out={out}"]) + "\n")
     submitted = subprocess.run(
-        ["sbatch", "--array=0-2", "--wait", f"--partition={cluster.partition}", "--cpus-per-task=1",
+        ["sbatch", "--array=0-2", "--wait", f"--partition={slurm_cluster.partition}", "--cpus-per-task=1",
          "--time=10", f"--output={tmp_path}/task-%a.out", str(script)],
-        env=cluster.env, capture_output=True, text=True, timeout=900)
+        env=slurm_cluster.env, capture_output=True, text=True, timeout=900)
     logs = {path: open(path).read() for path in sorted(glob.glob(f"{tmp_path}/task-*.out"))}
     assert submitted.returncode == 0, f"{submitted.stderr}\n" + "\n".join(f"{p}:\n{t[-2000:]}" for p, t in logs.items())
     assert len(logs) == 3

@@ -2,11 +2,12 @@
 session (it installs Debian's packages where missing, so CI runs these tests rather than skip them).
 
 Where the machine cannot host one (not root and no cluster running, no apt-get and no SLURM), the tests
-skip with the reason. The cluster is left running at the end: starting it again is idempotent."""
+skip with the reason. The cluster is left running at the end: starting it again is idempotent. The root
+conftest imports the fixture from here: a second file named conftest.py in tests/slurm/ would shadow the
+root one for every `from conftest import ...` collected after it."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -16,20 +17,6 @@ import pytest
 
 from updown_vqa.core.paths import project_root
 
-
-def _root_conftest():
-    """tests/conftest.py: both files are `conftest`, so `from conftest import ...` in tests/slurm/ finds
-    this one; its helpers are offered here too."""
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conftest.py")
-    spec = importlib.util.spec_from_file_location("updown_tests_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_root = _root_conftest()
-compose_config, extract_config, run_module = _root.compose_config, _root.extract_config, _root.run_module
-tiny_overrides, write_images, TINY_SHAPES = _root.tiny_overrides, _root.write_images, _root.TINY_SHAPES
 SCRIPT = os.path.join(project_root(), "scripts", "slurm-cluster.sh")
 SLURM_DIR = os.environ.get("SLURM_DIR", "/var/lib/updown-slurm")
 
