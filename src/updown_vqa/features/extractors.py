@@ -27,7 +27,7 @@ from updown_vqa.detection.model import (
 )
 from updown_vqa.features.boxes import BoxExtractor, check_boxes
 from updown_vqa.features.images import extract_to_store, list_keyed_images
-from updown_vqa.features.rois import build_trunk, normalize_images, weights_record
+from updown_vqa.features.rois import build_trunk, end_to_end_trunk, normalize_images, weights_record
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.features.work import check_inputs, remove_inputs
 
@@ -94,6 +94,10 @@ def make_recipe(cfg: DictConfig) -> dict:
         recipe["feature_pooling"] = REGION_FEATURES[recipe["region_features"]]
     else:
         recipe["stage"] = cfg.stage
+    learned = end_to_end_trunk(cfg.weights) if cfg.mode == "grid" else None
+    if learned:  # an end-to-end checkpoint brings its trunk, cut and image size; cells get their boxes
+        recipe |= {"backbone": learned["backbone"], "stage": learned["stage"],
+                   "image_size": learned["image_size"], "spatial_features": True}
     if cfg.mode == "boxes":
         recipe["roi_output_size"] = int(cfg.roi_output_size)
         recipe["boxes_file"] = os.path.abspath(cfg.boxes) if cfg.boxes else "given per image"
@@ -186,7 +190,7 @@ def extract(cfg: DictConfig) -> str:
     extractor = build_extractor(recipe, device, boxes)
     own_sizes = recipe.get("detector_arch") == "c4"  # it resizes each image itself (600 / 1000)
     extract_to_store(images, extractor, extractor.feature_dim, cfg.out, recipe,
-                     None if own_sizes else cfg.image_size, cfg.batch_size, cfg.num_workers,
+                     None if own_sizes else recipe["image_size"], cfg.batch_size, cfg.num_workers,
                      cfg.pin_memory, device, cfg.autocast, cfg.dtype, resume=not cfg.restart,
                      image_keys=keys, allow_nonfinite=cfg.get("allow_nonfinite", False),
                      per_box=getattr(extractor, "per_box", ()))
