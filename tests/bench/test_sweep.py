@@ -70,3 +70,6 @@ def test_tiny_image_sweep_reports_images_per_second_and_step_time(tmp_path, data
     assert all(j["loader"]["images_per_s"] > 0 and j["train"]["step_s"] > 0 for j in jobs)
     with open(os.path.join(sweep, "throughput.md")) as f:
         assert "loader images/s" in f.read()
+    with open(os.path.join(sweep, "throughput.csv")) as f:
+        assert all(float(r["loader_images_per_s"]) > 0 for r in csv.DictReader(f))
+    assert os.path.getsize(os.path.join(sweep, "throughput.png")) > 1000

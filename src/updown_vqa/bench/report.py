@@ -137,7 +137,8 @@ def write_report(folder: str, out: str | None = None) -> str:
     with open(os.path.join(out, "throughput.md"), "w") as f:
         f.write(f"Loader sweep on {rows[0]['device']}\n\n{text}")
     with open(os.path.join(out, "throughput.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["device", *COLUMNS])
+        images = IMAGE_COLUMNS if any(r.get("loader_images_per_s") for r in rows) else []
+        writer = csv.DictWriter(f, fieldnames=["device", *COLUMNS, *images], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     plot(rows, os.path.join(out, "throughput.png"))
