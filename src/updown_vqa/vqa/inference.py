@@ -24,7 +24,13 @@ from updown_vqa.features.loading import StoreSet
 from updown_vqa.features.one_image import feature_recipe, image_features
 from updown_vqa.vqa.data import VQADataset
 from updown_vqa.vqa.evaluation import evaluate
-from updown_vqa.vqa.images import ImageQuestions, check_images, decode, image_paths, usable_questions
+from updown_vqa.vqa.images import (
+    ImageQuestions,
+    check_images,
+    decode,
+    image_paths,
+    usable_questions,
+)
 from updown_vqa.vqa.module import UpDownVQA
 from updown_vqa.vqa.preprocess import id_array, load_json
 from updown_vqa.vqa.readers import get_reader
