@@ -7,6 +7,7 @@ import re
 from collections import Counter
 
 from updown_vqa.datasets.shapes import (
+    ShapesBuilder,
     candidate_questions,
     generate_split,
     sample_scene,
@@ -63,3 +64,15 @@ def test_questions_are_answerable_from_the_scene():
             if template == "exist":
                 color, shape = text[len("is there a "):-1].split()
                 assert (answer == "yes") == any(o.color == color and o.shape == shape for o in scene)
+
+
+def test_images_only_build_makes_no_features_and_a_later_build_adds_them(tmp_path):
+    """data=shapes_e2e builds images and questions alone; data=shapes then extracts the features."""
+    root = str(tmp_path / "shapes")
+    sizes = {"num_train_images": 6, "num_val_images": 3, "image_size": 32}
+    ShapesBuilder(root, with_features=False, **sizes)()
+    files = split_files(root, "val")
+    assert os.path.isfile(files["questions"]) and len(os.listdir(files["images"])) == 3
+    assert not os.path.exists(files["features"])
+    ShapesBuilder(root, **sizes)()
+    assert os.path.isfile(files["features"])
