@@ -37,6 +37,7 @@ def test_every_parameter_gets_a_gradient(dm):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
+@pytest.mark.slow
 def test_a_training_step_changes_the_trunk(dm):
     model = grid_model(dm)
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
@@ -71,6 +72,7 @@ def test_model_and_data_that_disagree_are_one_error(dm):
         grid_model(dm, trunk_frozen_stages=4)
 
 
+@pytest.mark.slow
 def test_extract_from_an_end_to_end_checkpoint_gives_its_cells(dm, data_dir, tmp_path):
     model = grid_model(dm).eval()
     ckpt = save_module(model, tmp_path / "e2e.ckpt")
@@ -89,7 +91,8 @@ def test_extract_from_an_end_to_end_checkpoint_gives_its_cells(dm, data_dir, tmp
     assert torch.allclose(stored, expected, atol=1e-4)
 
 
-def test_answer_and_visualize_work_on_an_end_to_end_checkpoint(dm, data_dir, tmp_path):
+@pytest.mark.slow
+def test_answer_visualize_and_predict_work_on_an_end_to_end_checkpoint(dm, data_dir, tmp_path):
     ckpt = save_module(grid_model(dm), tmp_path / "e2e.ckpt")
     dataset = dm.datasets["val"]
     image = dataset.paths[int(dataset.image_ids[0])]
@@ -101,6 +104,10 @@ def test_answer_and_visualize_work_on_an_end_to_end_checkpoint(dm, data_dir, tmp
                         f"out={out}")
     assert result.returncode == 0, result.stderr
     assert os.path.getsize(out) > 0
+    result = run_module("updown_vqa.predict", f"ckpt={ckpt}", "data=shapes_e2e", "split=val", "data.num_workers=1",
+                        f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path}", f"out={tmp_path}/answers.json")
+    assert result.returncode == 0, result.stderr
+    assert f"{len(dataset)} answers written" in result.stdout and "accuracy" in result.stdout
 
 
 @pytest.mark.slow
