@@ -11,6 +11,7 @@ from updown_vqa.core.paths import config_dir
 # (task, data) -> (hidden size, batch size, time limit, run name)
 PAIRS = {
     ("vqa", "shapes"): (256, 128, "00:00:11:00", "shapes_updown"),
+    ("vqa", "shapes_e2e"): (256, 128, None, "shapes_e2e"),
     ("vqa", "vqa2"): (1024, 512, None, "vqa2_updown"),
     ("vqa", "vqacp2"): (1024, 512, None, "vqacp2_updown"),
     ("vqa", "gqa"): (1024, 512, None, "gqa_updown"),
