@@ -61,6 +61,11 @@ test-fast: $(STAMP)
 sweep-loader: $(STAMP)
 	$(PY) -m updown_vqa.bench_sweep -m $(ARGS)
 
+# The same sweep for the end-to-end model, whose loader decodes images (docs/end_to_end.md)
+.PHONY: sweep-images
+sweep-images: $(STAMP)
+	$(PY) -m updown_vqa.bench_sweep -m --config-name sweep_images $(ARGS)
+
 # Loader + training benchmarks at VQA v2 sizes on one GPU (~5 min; docs/throughput.md): bench_gpu.json and
 # bench_gpu.md in $(OUTPUTS)/bench_gpu. Runs with the machine's own python3 (torch, Lightning, h5py) and no
 # venv: nothing on its path imports Hydra or spaCy. Wheels in wheels/ (say, pytorch-lightning where only

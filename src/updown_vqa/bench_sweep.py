@@ -47,7 +47,10 @@ def measure(cfg: DictConfig) -> dict:
     dm.setup("fit")
     use_gpu = torch.cuda.is_available() and cfg.trainer.accelerator in ("auto", "gpu", "cuda")
     device = torch.device("cuda" if use_gpu else "cpu")
-    loader = bench.loader_throughput(dm, cfg.batches, cfg.warmup_batches, device, memory=True)  # PSS per worker
+    if getattr(dm, "table", None) is None:  # an image DataModule (model.visual=grid): decoding is the load
+        loader = bench.image_loader_throughput(dm, cfg.batches, cfg.warmup_batches, device)
+    else:
+        loader = bench.loader_throughput(dm, cfg.batches, cfg.warmup_batches, device, memory=True)  # PSS per worker
     torch.manual_seed(cfg.seed)
     train = lightning_throughput(build_model(cfg, dm), dm, cfg.train_batches, cfg.warmup_batches,
                                        cfg.trainer.precision, "gpu" if use_gpu else "cpu")

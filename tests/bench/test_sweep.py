@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from conftest import run_module
+from conftest import TINY_SHAPES, run_module
 
 from updown_vqa.bench import report
 from updown_vqa.report import main as report_main
@@ -53,3 +53,23 @@ def test_tiny_sweep_writes_one_result_per_job_and_a_report(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "| 16 | 1 | False |" in again.stdout
     assert sorted(os.listdir(tmp_path / "report")) == ["throughput.csv", "throughput.md", "throughput.png"]
+
+
+@pytest.mark.slow
+def test_tiny_image_sweep_reports_images_per_second_and_step_time(tmp_path, data_dir):
+    """`make sweep-images`: the end-to-end model's loader decodes images; its table says images/s."""
+    tiny_shapes = [f"data.builder.{k}={v}" for k, v in TINY_SHAPES.items()]
+    result = run_module("updown_vqa.bench_sweep", "-m", "--config-name", "sweep_images", f"paths.log_dir={tmp_path}",
+                        f"paths.data_dir={data_dir}", *tiny_shapes, "data.image_size=32", "model.hidden_dim=16",
+                        "model.embed_dim=8", "warmup_batches=1", "batches=2", "train_batches=2",
+                        "data.batch_size=16", "data.num_workers=0,1", "data.pin_memory=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = glob.glob(str(tmp_path / "multirun" / "sweep_images" / "*"))
+    jobs = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(sweep, "*", "result.json")))]
+    assert sorted(j["num_workers"] for j in jobs) == [0, 1]
+    assert all(j["loader"]["images_per_s"] > 0 and j["train"]["step_s"] > 0 for j in jobs)
+    with open(os.path.join(sweep, "throughput.md")) as f:
+        assert "loader images/s" in f.read()
+    with open(os.path.join(sweep, "throughput.csv")) as f:
+        assert all(float(r["loader_images_per_s"]) > 0 for r in csv.DictReader(f))
+    assert os.path.getsize(os.path.join(sweep, "throughput.png")) > 1000

@@ -11,6 +11,7 @@ from updown_vqa.core.paths import config_dir
 # (task, data) -> (hidden size, batch size, epochs, run name)
 PAIRS = {
     ("vqa", "shapes"): (256, 128, 17, "shapes_updown"),
+    ("vqa", "shapes_e2e"): (256, 128, 10, "shapes_e2e"),
     ("vqa", "vqa2"): (1024, 512, 13, "vqa2_updown"),
     ("vqa", "vqacp2"): (1024, 512, 15, "vqacp2_updown"),
     ("vqa", "gqa"): (1024, 512, 13, "gqa_updown"),

@@ -78,3 +78,15 @@ def test_a_complete_dataset_is_used_as_it_is_without_writing_a_lock(data_dir):
     ShapesBuilder(root, **TINY_SHAPES)()
     assert not os.path.exists(lock)
     assert {name: os.stat(os.path.join(root, name)).st_mtime_ns for name in os.listdir(root)} == before
+
+
+def test_images_only_build_makes_no_features_and_a_later_build_adds_them(tmp_path):
+    """data=shapes_e2e builds images and questions alone; data=shapes then extracts the features."""
+    root = str(tmp_path / "shapes")
+    sizes = {"num_train_images": 6, "num_val_images": 3, "image_size": 32}
+    ShapesBuilder(root, with_features=False, **sizes)()
+    files = split_files(root, "val")
+    assert os.path.isfile(files["questions"]) and len(os.listdir(files["images"])) == 3
+    assert not os.path.exists(files["features"])
+    ShapesBuilder(root, **sizes)()
+    assert os.path.isfile(files["features"])

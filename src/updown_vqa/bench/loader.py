@@ -165,6 +165,23 @@ def loader_throughput(dm: VQADataModule, batches: int, warmup: int, device: torc
                         memory_probe(feature_bytes) if memory else None)
 
 
+def image_loader_throughput(dm, batches: int, warmup: int, device: torch.device) -> dict:
+    """The image DataModule's training loader (decoding and resizing in its workers), each batch moved
+    to `device`: questions/s as `samples_per_s`, and the distinct images decoded per second."""
+    loader = forever(dm.train_dataloader())
+    for _ in range(warmup):
+        to_device(next(loader), device)
+    sync(device)
+    samples, images, start = 0, 0, time.perf_counter()
+    for _ in range(batches):
+        batch = to_device(next(loader), device)
+        samples, images = samples + len(batch["tokens"]), images + len(batch["images"])
+    sync(device)
+    seconds = time.perf_counter() - start
+    return {"samples_per_s": samples / seconds, "images_per_s": images / seconds, "batches": batches,
+            "seconds": seconds, "batches_per_s": batches / seconds}
+
+
 def datamodule(data: dict, batch_size: int, num_workers: int, pin_memory: bool = False,
                feature_cache: str = "none", **extra) -> VQADataModule:
     """A set-up VQADataModule over `data` (keyword arguments such as `synthetic_data` returns)."""

@@ -14,6 +14,7 @@ import os
 
 COLUMNS = ["batch_size", "num_workers", "pin_memory", "loader_samples_per_s", "loader_mb_per_s",
            "train_samples_per_s", "max_worker_mb", "error"]
+IMAGE_COLUMNS = ["loader_images_per_s", "train_images_per_s", "train_step_s"]
 
 
 def load_rows(folder: str) -> list[dict]:
@@ -33,6 +34,9 @@ def rows_of(results: list[dict]) -> list[dict]:
              "loader_mb_per_s": r.get("loader", {}).get("mb_per_s"),
              "train_samples_per_s": r.get("train", {}).get("samples_per_s"),
              "max_worker_mb": r.get("loader", {}).get("memory", {}).get("max_worker_mb"),
+             "loader_images_per_s": r.get("loader", {}).get("images_per_s"),
+             "train_images_per_s": r.get("train", {}).get("images_per_s"),
+             "train_step_s": r.get("train", {}).get("step_s"),
              "error": r.get("error", "")} for r in results]
     return sorted(rows, key=lambda r: (not r["pin_memory"], r["batch_size"], r["num_workers"]))
 
@@ -46,9 +50,13 @@ def _cell(value) -> str:
 def markdown(rows: list[dict]) -> str:
     header = ["batch", "workers", "pinned", "loader samples/s", "loader MB/s", "train samples/s",
               "largest worker PSS MB"]
+    columns = COLUMNS[:7]
+    if any(r.get("loader_images_per_s") for r in rows):  # an image sweep (model.visual=grid)
+        header += ["loader images/s", "train images/s", "train step s"]
+        columns += IMAGE_COLUMNS
     lines = ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for r in rows:
-        cells = [_cell(r.get(c)) for c in COLUMNS[:7]]
+        cells = [_cell(r.get(c)) if c != "train_step_s" or r.get(c) is None else f"{r[c]:.2f}" for c in columns]
         lines.append("| " + " | ".join(cells) + " |" + (f" error: {r['error']}" if r["error"] else ""))
     return "\n".join(lines)
 
@@ -129,7 +137,8 @@ def write_report(folder: str, out: str | None = None) -> str:
     with open(os.path.join(out, "throughput.md"), "w") as f:
         f.write(f"Loader sweep on {rows[0]['device']}\n\n{text}")
     with open(os.path.join(out, "throughput.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["device", *COLUMNS])
+        images = IMAGE_COLUMNS if any(r.get("loader_images_per_s") for r in rows) else []
+        writer = csv.DictWriter(f, fieldnames=["device", *COLUMNS, *images], extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     plot(rows, os.path.join(out, "throughput.png"))

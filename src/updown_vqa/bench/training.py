@@ -17,12 +17,13 @@ class _StepTimer:
 
     def __init__(self, warmup: int, batches: int, device: torch.device):
         self.warmup, self.last, self.device = warmup, warmup + batches, device
-        self.samples, self.start, self.seconds = 0, None, None
+        self.samples, self.images, self.start, self.seconds = 0, 0, None, None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         if step > self.warmup:
             self.samples += len(batch["tokens"])
+            self.images += len(batch.get("images", ()))  # end to end: the distinct images encoded
         if step in (self.warmup, self.last):
             sync(self.device)
             if step == self.warmup:
@@ -43,7 +44,9 @@ def lightning_throughput(module, dm: VQADataModule, batches: int, warmup: int, p
                          gradient_clip_val=0.25, use_distributed_sampler=False, callbacks=[timer])
     timer.device = trainer.strategy.root_device
     trainer.fit(module, datamodule=dm)
-    return {"samples_per_s": timer.samples / timer.seconds, "batches": batches, "seconds": timer.seconds}
+    images = {"images_per_s": timer.images / timer.seconds} if timer.images else {}
+    return {"samples_per_s": timer.samples / timer.seconds, "batches": batches, "seconds": timer.seconds,
+            "step_s": timer.seconds / batches, **images}
 
 
 def plain_step(module, dm: VQADataModule, precision: str, device: torch.device):

@@ -29,12 +29,15 @@ class BatchSampler(Sampler):
         if epoch != self.epoch:
             self.epoch, self.start_batch = epoch, 0
 
-    def _shard(self) -> np.ndarray:
+    def _order(self) -> np.ndarray:
+        """This epoch's order of all items, before sharding."""
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.num_items, generator=generator).numpy()
-        else:
-            order = np.arange(self.num_items)
+            return torch.randperm(self.num_items, generator=generator).numpy()
+        return np.arange(self.num_items)
+
+    def _shard(self) -> np.ndarray:
+        order = self._order()
         if self.pad:  # as DistributedSampler; unpadded shards differ by one item at most
             order = np.resize(order, math.ceil(self.num_items / self.num_replicas) * self.num_replicas)
         return order[self.rank :: self.num_replicas]

@@ -10,6 +10,7 @@ import os
 import time
 
 import pytorch_lightning as pl
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning_fabric.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig, OmegaConf
@@ -49,7 +50,12 @@ def build_model(cfg: DictConfig, datamodule) -> pl.LightningModule:
                               f"{feature_dim}; drop model.feature_dim or use matching features")
         data_kwargs |= {"feature_dim": datamodule.feature_dim, "feature_attrs": datamodule.feature_attrs}
     # _convert_: plain lists and dicts in hparams, so checkpoints load with weights_only=True
-    return instantiate(model_cfg, _convert_="all", **data_kwargs)
+    try:
+        return instantiate(model_cfg, _convert_="all", **data_kwargs)
+    except InstantiationException as e:  # a model's own check (model.visual against the data): its line
+        if isinstance(e.__cause__, UpdownError):
+            raise e.__cause__ from None
+        raise
 
 
 def check_checkpoint(path: str, model: pl.LightningModule) -> None:

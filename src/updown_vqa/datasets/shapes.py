@@ -248,8 +248,9 @@ class ShapesBuilder:
     def __init__(self, root: str, num_train_images: int = 8000, num_val_images: int = 1000,
                  image_size: int = 128, num_proposals: int = 8, seed: int = 0,
                  backbone: str = "resnet18", weights: str | None = None, trunk: str = "layer2",
-                 roi_output_size: int = 2, batch_size: int = 64, num_workers: int = 0):
-        self.root = root
+                 roi_output_size: int = 2, batch_size: int = 64, num_workers: int = 0,
+                 with_features: bool = True):
+        self.root, self.with_features = root, with_features  # False: images and questions only
         self.splits = {"train": (0, num_train_images), "val": (1, num_val_images)}
         self.scene_settings = {"image_size": image_size, "num_proposals": num_proposals, "seed": seed,
                                "num_images": {k: n for k, (_, n) in self.splits.items()}, "version": 2}
@@ -289,19 +290,22 @@ class ShapesBuilder:
         settings_path = os.path.join(self.root, "shapes_settings.json")
         current = {"scenes": self.scene_settings, "features": self.feature_settings}
         previous = _read_json(settings_path) or {}
+        regenerated = False
         for split, (index, num_images) in self.splits.items():
             files = split_files(self.root, split)
             stale = previous.get("scenes") != self.scene_settings
             if stale or not all(os.path.exists(files[k]) for k in ("questions", "annotations", "proposals")):
                 generate_split(self.root, split, index, num_images, self.scene_settings["image_size"],
                                self.scene_settings["seed"], self.scene_settings["num_proposals"])
-                stale = True
+                stale = regenerated = True
             stale = stale or previous.get("features") != self.feature_settings
-            if stale or not os.path.exists(files["features"]):
+            if self.with_features and (stale or not os.path.exists(files["features"])):
                 proposals = {int(k): np.asarray(v, np.float32)
                              for k, v in _read_json(files["proposals"]).items()}
                 images = {i: os.path.join(files["images"], image_file_name(split, i)) for i in proposals}
                 extract_box_features(images, proposals, files["features"], **self.feature_settings)
+        if not self.with_features:  # features not made now: a later run with features makes them if stale
+            current["features"] = None if regenerated else previous.get("features")
         with open(settings_path, "w") as f:
             json.dump(current, f)
 

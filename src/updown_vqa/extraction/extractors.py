@@ -32,7 +32,13 @@ from updown_vqa.detection.selection import check_detector_settings
 from updown_vqa.features.boxes import BoxExtractor, check_boxes
 from updown_vqa.features.images import extract_to_store, list_keyed_images
 from updown_vqa.features.parts import merge_when_complete, part_ready
-from updown_vqa.features.rois import build_trunk, normalize_images, weights_record
+from updown_vqa.features.rois import (
+    build_trunk,
+    end_to_end_trunk,
+    grid_boxes,
+    normalize_images,
+    weights_record,
+)
 from updown_vqa.features.shards import Shard, choose_shard, part_path
 from updown_vqa.features.store import FeatureStore
 from updown_vqa.features.work import check_inputs, check_space, remove_inputs
@@ -82,17 +88,6 @@ class GridExtractor:
         return out
 
 
-def grid_boxes(grid: tuple[int, int], stride: int, input_size: tuple[int, int],
-               image_size: tuple[int, int]) -> torch.Tensor:
-    """Boxes [G_h*G_w, 4] x1 y1 x2 y2 of the cells, row by row, in pixels of the original w x h image."""
-    (rows, cols), (height, width), (w, h) = grid, input_size, image_size
-    ys = (torch.arange(rows + 1) * stride).clamp(max=height) * (h / height)
-    xs = (torch.arange(cols + 1) * stride).clamp(max=width) * (w / width)
-    y1, x1 = torch.meshgrid(ys[:-1], xs[:-1], indexing="ij")
-    y2, x2 = torch.meshgrid(ys[1:], xs[1:], indexing="ij")
-    return torch.stack([x1, y1, x2, y2], dim=-1).reshape(-1, 4).float()
-
-
 def make_recipe(cfg: DictConfig) -> dict:
     """What the store records about how it was made; checks the mode, backbone and weights now."""
     if not cfg.backbone.startswith("resnet") or not hasattr(torchvision.models, cfg.backbone):
@@ -112,6 +107,10 @@ def make_recipe(cfg: DictConfig) -> dict:
         recipe["feature_pooling"] = REGION_FEATURES[recipe["region_features"]]
     else:
         recipe["stage"] = trunk_cut(cfg)  # the store attribute keeps its name: stores and checkpoints read it
+    learned = end_to_end_trunk(cfg.weights) if cfg.mode == "grid" else None
+    if learned:  # an end-to-end checkpoint brings its trunk, cut and image size; cells get their boxes
+        recipe |= {"backbone": learned["backbone"], "stage": learned["stage"],
+                   "image_size": learned["image_size"], "spatial_features": True}
     if cfg.mode == "boxes":
         recipe["roi_output_size"] = int(cfg.roi_output_size)
         recipe["boxes_file"] = os.path.abspath(cfg.boxes) if cfg.boxes else "given per image"
@@ -248,7 +247,7 @@ def _extract_images(cfg: DictConfig, recipe: dict, images: Mapping[int, str], ke
                 "extract with dtype=float16" if itemsize == 4 else "extract fewer images")
     own_sizes = recipe.get("detector_arch") == "c4"  # it resizes each image itself (600 / 1000)
     extract_to_store(images, extractor, extractor.feature_dim, out, recipe,
-                     None if own_sizes else cfg.image_size, cfg.batch_size, cfg.num_workers,
+                     None if own_sizes else recipe["image_size"], cfg.batch_size, cfg.num_workers,
                      cfg.pin_memory, device, cfg.autocast, cfg.dtype, resume=not cfg.restart,
                      image_keys=keys, allow_nonfinite=cfg.get("allow_nonfinite", False),
                      per_box=getattr(extractor, "per_box", ()), layout="flat" if shard else "padded")

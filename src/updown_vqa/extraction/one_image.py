@@ -15,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.extraction.extractors import MODES, build_extractor, grid_boxes
+from updown_vqa.extraction.extractors import MODES, build_extractor
 from updown_vqa.features.images import load_pixels
-from updown_vqa.features.rois import weights_record
+from updown_vqa.features.rois import grid_boxes, weights_record
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 from torchvision.ops import roi_align
 
+from updown_vqa.core.checkpointing import read_checkpoint
 from updown_vqa.core.errors import UpdownError
 
 log = logging.getLogger(__name__)
@@ -81,14 +82,36 @@ def build_trunk(backbone: str = "resnet152", weights: str | None = None, stage: 
         )
     if stage not in _STAGES:
         raise UpdownError(f"trunk={stage!r}: the trunk ends after one of {', '.join(_STAGES)}")
-    net = load_resnet(backbone, weights)
+    learned = end_to_end_trunk(weights)
+    net = load_resnet(backbone, None if learned else weights)
     layers = list(net.children())[:-2]  # drop avgpool and fc: the classic grid-feature trunk
     cut = [name for name, _ in net.named_children()].index(stage) + 1
     trunk = nn.Sequential(*layers[:cut]).eval()
+    if learned:
+        try:
+            trunk.load_state_dict(learned["state_dict"])
+        except RuntimeError as e:
+            raise UpdownError(f"weights={weights}: its trunk is {learned['backbone']} to {learned['stage']}, "
+                              f"not {backbone} to {stage} ({str(e).splitlines()[0]})") from None
     channels, stride = _STAGES[stage]
     if backbone not in ("resnet18", "resnet34"):
         channels *= 4
     return trunk, channels, stride
+
+
+def end_to_end_trunk(weights: str | None) -> dict | None:
+    """The trunk an end-to-end VQA checkpoint learned (`model.visual=grid`): its backbone, stage, image
+    size and state dict (keys of the cut nn.Sequential); None for any other weights."""
+    if not weights or not str(weights).endswith(".ckpt") or not os.path.isfile(weights):
+        return None
+    checkpoint = read_checkpoint(weights, mmap=True, key="weights")
+    hparams = checkpoint.get("hyper_parameters") or {}
+    if hparams.get("visual") != "grid":
+        return None
+    prefix = "encoder.trunk."
+    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+    return {"backbone": hparams["trunk"], "stage": hparams["trunk_layer"],
+            "image_size": int(hparams["image_size"]), "state_dict": state}
 
 
 def load_resnet(backbone: str, weights: str | None) -> nn.Module:
@@ -107,6 +130,17 @@ def load_resnet(backbone: str, weights: str | None) -> nn.Module:
             f"weights={weights!r}: neither a file nor a torchvision weight name available offline "
             f"({type(e).__name__}); put the file in the torch cache (torch.hub.get_dir()) or pass a path"
         ) from e
+
+
+def grid_boxes(grid: tuple[int, int], stride: int, input_size: tuple[int, int],
+               image_size: tuple[int, int]) -> torch.Tensor:
+    """Boxes [G_h*G_w, 4] x1 y1 x2 y2 of the cells, row by row, in pixels of the original w x h image."""
+    (rows, cols), (height, width), (w, h) = grid, input_size, image_size
+    ys = (torch.arange(rows + 1) * stride).clamp(max=height) * (h / height)
+    xs = (torch.arange(cols + 1) * stride).clamp(max=width) * (w / width)
+    y1, x1 = torch.meshgrid(ys[:-1], xs[:-1], indexing="ij")
+    y2, x2 = torch.meshgrid(ys[1:], xs[1:], indexing="ij")
+    return torch.stack([x1, y1, x2, y2], dim=-1).reshape(-1, 4).float()
 
 
 def normalize_images(images: torch.Tensor) -> torch.Tensor:

@@ -15,22 +15,16 @@ from updown_vqa.vqa.preprocess import ANSWER_TYPES, preprocess
 from updown_vqa.vqa.readers import check_val_split
 
 
-class VQADataset(Dataset):
-    """Indexed by a list of question indices (a whole batch), returning a collated batch.
+class QuestionSet(Dataset):
+    """A split's encoded questions and answers, indexed by a list of question indices (a whole batch);
+    subclasses add what the model sees of each question's image."""
 
-    Reading a batch at once lets the feature store gather all of its images in one sorted read.
-    """
-
-    def __init__(self, arrays: dict[str, np.ndarray], split: str, stores: StoreSet, num_answers: int,
-                 source: str = "", with_accuracy: bool = True):
+    def __init__(self, arrays: dict[str, np.ndarray], split: str, num_answers: int, with_accuracy: bool = True):
         self.tokens = torch.from_numpy(arrays[f"{split}/tokens"])
         self.lengths = torch.from_numpy(arrays[f"{split}/lengths"])
         self.question_ids = arrays[f"{split}/question_ids"]
         self.image_ids = arrays[f"{split}/image_ids"]
         self.num_answers = num_answers
-        self.stores = stores
-        self.which, self.rows = stores.locate(self.image_ids, source or split)
-        self.region_starts, self.region_counts = stores.regions(self.which, self.rows)
         self.annotated = f"{split}/target_rows" in arrays
         self.with_accuracy = with_accuracy  # the metric's inputs; training batches need only `targets`
         if self.annotated:
@@ -41,15 +35,13 @@ class VQADataset(Dataset):
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def __getitem__(self, indices) -> dict[str, torch.Tensor]:
-        index = np.asarray(indices, dtype=np.int64)
-        starts, counts = self.region_starts[index], self.region_counts[index]
+    def question_batch(self, index: np.ndarray) -> dict[str, torch.Tensor]:
+        """Index, tokens and lengths of questions `index`, and their answers when annotated."""
         lengths = self.lengths[index]
         batch = {
             "index": torch.from_numpy(index),
             "tokens": self.tokens[index, : int(lengths.max())],  # [B, T]: padding beyond the longest cut
             "lengths": lengths,  # [B]
-            **self.stores.batch(starts, counts),  # mask [B, K], features [B, K, D], boxes [B, K, 4]
         }
         if self.annotated:
             batch["targets"] = _dense(self.targets, index, self.num_answers)  # [B, A]
@@ -57,6 +49,26 @@ class VQADataset(Dataset):
             batch["accuracy"] = _dense(self.accuracy, index, self.num_answers)  # [B, A]
             batch["answer_type"] = self.answer_type[index]
         return batch
+
+
+class VQADataset(QuestionSet):
+    """Questions with their images' region features, read from the stores.
+
+    Reading a batch at once lets the feature store gather all of its images in one sorted read.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray], split: str, stores: StoreSet, num_answers: int,
+                 source: str = "", with_accuracy: bool = True):
+        super().__init__(arrays, split, num_answers, with_accuracy)
+        self.stores = stores
+        self.which, self.rows = stores.locate(self.image_ids, source or split)
+        self.region_starts, self.region_counts = stores.regions(self.which, self.rows)
+
+    def __getitem__(self, indices) -> dict[str, torch.Tensor]:
+        index = np.asarray(indices, dtype=np.int64)
+        starts, counts = self.region_starts[index], self.region_counts[index]
+        # mask [B, K], features [B, K, D], boxes [B, K, 4]
+        return self.question_batch(index) | self.stores.batch(starts, counts)
 
 
 def _csr(arrays, split: str, name: str, num_rows: int):

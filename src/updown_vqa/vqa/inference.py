@@ -25,6 +25,13 @@ from updown_vqa.features.finite import require_finite
 from updown_vqa.features.loading import StoreSet
 from updown_vqa.vqa.data import VQADataset
 from updown_vqa.vqa.evaluation import evaluate
+from updown_vqa.vqa.images import (
+    ImageQuestions,
+    check_images,
+    decode,
+    image_paths,
+    usable_questions,
+)
 from updown_vqa.vqa.module import UpDownVQA
 from updown_vqa.vqa.preprocess import id_array, load_json
 from updown_vqa.vqa.readers import get_reader
@@ -42,7 +49,8 @@ def load_vqa_model(path: str, device: str | None = None) -> UpDownVQA:
 
 def question_loader(hparams, files: dict, split: str, batch_size: int = 512, num_workers: int = 0,
                     pin_memory: bool = False, dataset: str = "vqa2") -> DataLoader:
-    """Batches of a split's questions, encoded with the checkpoint's vocabulary, in file order;
+    """Batches of a split's questions, encoded with the checkpoint's vocabulary, in file order, with
+    their region features (or, for an end-to-end checkpoint, their images: `files["images"]`);
     `dataset` names the questions files' layout (updown_vqa.vqa.readers)."""
     questions = as_list(files.get("questions"))
     if not questions:
@@ -57,6 +65,12 @@ def question_loader(hparams, files: dict, split: str, batch_size: int = 512, num
     arrays = {f"{split}/tokens": ids, f"{split}/lengths": lengths,
               f"{split}/question_ids": id_array(data["question_ids"]),
               f"{split}/image_ids": id_array(data["image_ids"])}
+    if hparams.get("visual") == "grid":
+        question_set = ImageQuestions(arrays, split, image_paths(files.get("images"), split), len(hparams.answers),
+                                      int(hparams.image_size))
+        question_set.keep = usable_questions(question_set, split, skip_bad=False)
+        return DataLoader(question_set, sampler=BatchSampler(len(question_set), batch_size, shuffle=False),
+                          batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
     stores = StoreSet(as_list(files.get("features")))
     _check_features(hparams, stores, split)
     for store in stores.stores:  # NaN features would give confident answers
@@ -91,7 +105,7 @@ def predict_vqa(model: UpDownVQA, loader: DataLoader, top_k: int = 0,
     scores = np.zeros((len(dataset), k), np.float32)
     indices = np.zeros((len(dataset), k), np.int64)
     for batch in loader:
-        inputs = {key: value.to(model.device) for key, value in batch.items()}
+        inputs = {key: value.to(model.device) for key, value in check_images(batch).items()}
         top = torch.sigmoid(model(inputs)).topk(k, dim=1)  # [B, k] each
         scores[batch["index"].numpy()] = top.values.float().cpu().numpy()
         indices[batch["index"].numpy()] = top.indices.cpu().numpy()
@@ -170,23 +184,41 @@ def ask_image(model: UpDownVQA, image, question: str, boxes=None, top_k: int = 5
     regions' `boxes` [K, 4] in image pixels with their top-down `attention` [K], and the question's
     `tokens` as the model read them. `image` is a path or an open binary file."""
     hp = model.hparams
-    recipe = feature_recipe(hp.get("feature_attrs"), source, weights)
-    kept, features = image_features(recipe, image, boxes, device)  # [K, 4], [K, D]
-    if features.shape[1] != hp.feature_dim:
-        raise UpdownError(f"image={image}: {features.shape[1]}-d features, but the model takes "
-                          f"{hp.feature_dim}-d ones")
     words, vocab = tokenize([question]), Vocabulary(hp.vocab)
     tokens, lengths = vocab.encode(words, hp.max_question_length)
-    batch = {"tokens": torch.from_numpy(tokens), "lengths": torch.from_numpy(lengths),
-             "features": features[None], "mask": torch.ones(1, len(features), dtype=torch.bool)}
+    batch = {"tokens": torch.from_numpy(tokens), "lengths": torch.from_numpy(lengths)}
+    grid = hp.get("visual") == "grid"
+    if grid:  # an end-to-end model: its own trunk encodes the pixels
+        if boxes is not None:
+            log.warning("boxes= is not used: an end-to-end model attends over the cells of its grid")
+        pixels, (w, h) = decode(image, int(hp.image_size))
+        batch |= {"images": pixels[None], "image_index": torch.zeros(1, dtype=torch.long)}
+    else:
+        kept, regions = _image_regions(hp, source, image, boxes, weights, device)
+        batch |= regions
     with torch.no_grad():
-        logits, attention = model.eval()({k: v.to(model.device) for k, v in batch.items()},
+        inputs = {k: v.to(model.device) for k, v in batch.items()}
+        features, mask = model.eval().regions(inputs)  # [1, K, D], [1, K]
+        logits, attention = model.model(inputs["tokens"], inputs["lengths"], features, mask,
                                          return_attention=True)  # [1, A], [1, K]
+    if grid:  # each cell's feature ends with its box x1/w y1/h x2/w y2/h (vqa.grid)
+        kept = features[0, :, -4:].float().cpu() * torch.tensor([w, h, w, h])  # [K, 4]
     scores = torch.sigmoid(logits[0]).cpu()  # [A]
     top = scores.topk(min(top_k, len(scores)))
     return {"answers": [(hp.answers[i], float(s)) for s, i in zip(top.values, top.indices.tolist())],
             "boxes": kept.numpy(), "attention": attention[0].float().cpu().numpy(),
             "tokens": read_tokens(words[0], vocab, hp.max_question_length)}
+
+
+def _image_regions(hp, source: str, image, boxes, weights: str | None, device: str | None):
+    """The kept boxes [K, 4], and features [1, K, D] with mask [1, K], of an image, made by the recipe
+    of the model's feature store."""
+    recipe = feature_recipe(hp.get("feature_attrs"), source, weights)
+    kept, features = image_features(recipe, image, boxes, device)  # [K, 4], [K, D]
+    if features.shape[1] != hp.feature_dim:
+        raise UpdownError(f"image={image}: {features.shape[1]}-d features, but the model takes "
+                          f"{hp.feature_dim}-d ones")
+    return kept, {"features": features[None], "mask": torch.ones(1, len(features), dtype=torch.bool)}
 
 
 def read_tokens(words: list[str], vocab: Vocabulary, max_length: int) -> list[dict]:

@@ -11,6 +11,7 @@ import torch
 
 from updown_vqa.core.cache import as_list
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.vqa.images import check_images
 from updown_vqa.vqa.inference import question_loader
 from updown_vqa.vqa.preprocess import load_json
 
@@ -44,22 +45,26 @@ def question_attention(model, dataset, question_id: int, top_k: int = 5) -> dict
     where = np.flatnonzero(np.asarray(dataset.question_ids) == question_id)
     if not len(where):
         raise UpdownError(f"question_id={question_id} is not among the split's questions")
-    batch = dataset[[int(where[0])]]
+    batch = check_images(dataset[[int(where[0])]])
     inputs = {k: v.to(model.device) for k, v in batch.items() if torch.is_tensor(v)}
     logits, attention = model.eval()(inputs, return_attention=True)  # [1, A], [1, K]
-    count = int(batch["mask"][0].sum())
+    if "boxes" in batch:
+        boxes = batch["boxes"][0, : int(batch["mask"][0].sum())].float()  # [K, 4]
+    else:  # grid cells: each feature ends with its box x1/w y1/h x2/w y2/h (vqa.grid)
+        w, h = batch["image_sizes"][0].tolist()
+        boxes = model.regions(inputs)[0][0, :, -4:].float().cpu() * torch.tensor([w, h, w, h])  # [K, 4]
     top = torch.sigmoid(logits[0]).topk(min(top_k, logits.shape[1]))
     answers = [(model.hparams.answers[i], float(s)) for s, i in zip(top.values, top.indices.tolist())]
-    return {"boxes": batch["boxes"][0, :count].float().numpy(),
-            "weights": attention[0, :count].float().cpu().numpy(), "answers": answers}
+    return {"boxes": boxes.numpy(), "weights": attention[0, : len(boxes)].float().cpu().numpy(),
+            "answers": answers}
 
 
 def vqa_picture(model, files: dict, question_id: int, image_dir: str, top_k: int = 5,
                 dataset=None, split: str = "val") -> dict:
     """Everything `show_attention` draws for one question; `dataset` (a split's questions encoded
     with the checkpoint's vocabulary, `question_loader(...).dataset`) is made when not given."""
-    if dataset is None:
-        dataset = question_loader(model.hparams, files, split).dataset
+    if dataset is None:  # an end-to-end model reads the images of data.<split>.images, else image_dir
+        dataset = question_loader(model.hparams, {"images": image_dir} | files, split).dataset
     record = question_record(files, question_id)
     picture = question_attention(model, dataset, question_id, top_k)
     return {"kind": "vqa", "question_id": question_id, **record, **picture,
