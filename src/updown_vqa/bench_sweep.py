@@ -23,10 +23,16 @@ from updown_vqa.bench import loader as bench  # the loader benchmark, a library 
 from updown_vqa.bench.training import lightning_throughput
 from updown_vqa.core.cli import hydra_command
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.core.settings import Number, OneOf, check_group, check_settings
 from updown_vqa.core.training import build_model
 from updown_vqa.datasets.random_stores import synthetic_data
 
 log = logging.getLogger(__name__)
+SETTINGS = {"warmup_batches": Number("int", 0, 10**6), "batches": Number("int", 1, 10**7),
+            "train_batches": Number("int", 1, 10**7)}
+SYNTHETIC = {"images": Number("int", 1, 10**8), "boxes": Number("int", 1, 10**4), "dim": Number("int", 1, 2**16),
+             "answers": Number("int", 1, 10**6), "questions_per_image": Number("int", 1, 10**4),
+             "dtype": OneOf(("float32", "float16"))}
 
 
 def data_config(cfg: DictConfig) -> dict:
@@ -77,6 +83,9 @@ def _cpu_name() -> str:
 
 @hydra_command("sweep_loader")
 def main(cfg: DictConfig) -> float | None:
+    check_settings(cfg)  # the data, model and trainer groups, as train checks them
+    check_group(cfg, "", SETTINGS)
+    check_group(cfg, "synthetic", SYNTHETIC)
     result = job_settings(cfg)
     try:
         result |= measure(cfg)

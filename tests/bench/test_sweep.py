@@ -73,3 +73,16 @@ def test_tiny_image_sweep_reports_images_per_second_and_step_time(tmp_path, data
     with open(os.path.join(sweep, "throughput.csv")) as f:
         assert all(float(r["loader_images_per_s"]) > 0 for r in csv.DictReader(f))
     assert os.path.getsize(os.path.join(sweep, "throughput.png")) > 1000
+
+
+@pytest.mark.parametrize("override,message", [
+    ("synthetic.images=0", "error: synthetic.images=0: must be an integer in [1, 100000000]"),
+    ("batches=-1", "error: batches=-1: must be an integer in [1, 10000000]"),
+    ("data.num_workers=-1", "error: data.num_workers=-1: must be"),
+])
+def test_a_bad_sweep_setting_is_one_error_line_before_any_work(tmp_path, override, message):
+    result = run_module("updown_vqa.bench_sweep", f"paths.log_dir={tmp_path}", f"paths.data_dir={tmp_path}/data",
+                        *TINY, override)
+    lines = [line for line in result.stderr.splitlines() + result.stdout.splitlines() if "error: " in line]
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert "Traceback" not in result.stderr and not os.path.exists(tmp_path / "data" / "synthetic")
