@@ -75,12 +75,16 @@ def test_convert_tsv_on_a_really_full_disk_stops_in_one_line_and_resumes(tmp_pat
     tsv, out = str(tmp_path / "a.tsv"), str(small_disk / "o.h5")
     write_tsv(tsv, rows)
     run = [sys.executable, "-m", "updown_vqa.features.convert_tsv", tsv, "--out", out]
-    first = subprocess.run(run, capture_output=True, text=True)
+    refused = subprocess.run(run, capture_output=True, text=True)  # the estimate does not fit: refused up front
+    assert refused.returncode == 1 and refused.stderr.count("error: ") == 1, refused.stderr[-2000:]
+    assert "the store needs about" in refused.stderr and not os.listdir(small_disk)
+    fills = {**os.environ, "UPDOWN_FREE_BYTES": str(10**12)}  # a disk that fills anyway, say by another writer
+    first = subprocess.run(run, capture_output=True, text=True, env=fills)
     assert first.returncode == 1, first.stderr[-2000:]  # not 139: no segmentation fault
     assert first.stderr.count("error: ") == 1 and "Traceback" not in first.stderr
     assert "No space left on device" in first.stderr and f"Free space in {small_disk}" in first.stderr
     subprocess.run(["mount", "-o", "remount,size=60m", str(small_disk)], check=True)  # space was freed
-    second = subprocess.run(run, capture_output=True, text=True)
+    second = subprocess.run(run, capture_output=True, text=True, env=fills)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "(256 from an earlier run)" in second.stdout
     store = FeatureStore(out)

@@ -122,9 +122,11 @@ class VQADataModule(FeatureDataModule):
                                 "answer_splits": list(answer_splits), "vocab_splits": list(vocab_splits),
                                 "dataset": dataset}
 
+    VISUAL = "features"  # what each split gives the model besides its questions
+
     def prepare_data(self) -> None:
         """Refuse a run that cannot validate before any file is built or any epoch runs."""
-        check_val_split(self.splits.get("val"), self.preprocess_args["dataset"])
+        check_val_split(self.splits.get("val"), self.preprocess_args["dataset"], self.VISUAL)
         super().prepare_data()
 
     def _stage_splits(self, stage: str | None) -> dict:

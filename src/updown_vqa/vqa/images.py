@@ -138,6 +138,7 @@ class ImageVQADataModule(VQADataModule):
     hold the questions of an image together (each image encoded once per batch).
     """
 
+    VISUAL = "images"
     SETTINGS = {**VQADataModule.SETTINGS, "image_size": Number("int", 8, 8192), "skip_bad_images": FLAG,
                 "group_by_image": FLAG}
 

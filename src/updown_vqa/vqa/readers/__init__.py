@@ -31,14 +31,15 @@ def get_reader(name: str) -> ModuleType:
     return importlib.import_module(f"updown_vqa.vqa.readers.{name}")
 
 
-def check_val_split(val, dataset: str) -> None:
-    """Training validates on data.val: it needs questions and features, and annotations unless the
-    dataset's questions carry the answers. Checked when the data module is made, before any epoch."""
+def check_val_split(val, dataset: str, visual: str = "features") -> None:
+    """Training validates on data.val: it needs questions and `visual` (features, or images for an
+    end-to-end model), and annotations unless the dataset's questions carry the answers. Checked when the
+    data module is made, before any epoch."""
     if not val:
-        raise UpdownError("data.val is not set; training validates on it (give questions, annotations and "
-                          "features)")
+        raise UpdownError(f"data.val is not set; training validates on it (give questions, annotations and "
+                          f"{visual})")
     in_questions = getattr(get_reader(dataset), "ANSWERS_IN_QUESTIONS", False)
-    for part in ("questions", "features") if in_questions else ("questions", "annotations", "features"):
+    for part in ("questions", visual) if in_questions else ("questions", "annotations", visual):
         if not val.get(part):
             raise UpdownError(f"data.val.{part} is not set; training validates on data.val, which needs "
-                              "questions, annotations and features")
+                              f"questions, annotations and {visual}")
