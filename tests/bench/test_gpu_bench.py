@@ -2,6 +2,7 @@
 benchmark path that imports neither spaCy nor Hydra (the GPU machine has neither)."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -32,8 +33,11 @@ def test_without_a_gpu_it_is_one_error_line(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available() or not shutil.which("make"), reason="needs make and no GPU")
 def test_make_bench_gpu_without_a_gpu_fails_with_the_error_line():
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}  # under `make
+    # test ARGS=...`, the outer make's ARGS would reach bench-gpu's command line through MAKEFLAGS
     result = subprocess.run(["make", "--no-print-directory", "bench-gpu", f"PYTHON={sys.executable}",
-                             "OUTPUTS=/tmp/updown-bench-gpu-test"], capture_output=True, text=True, timeout=300)
+                             "OUTPUTS=/tmp/updown-bench-gpu-test"], capture_output=True, text=True, timeout=300,
+                            env=env)
     assert result.returncode != 0 and "error: bench gpu: no CUDA GPU" in result.stderr
 
 

@@ -11,7 +11,6 @@ import torchvision
 from torch import nn
 from torchvision.ops import roi_align
 
-from updown_vqa.core.checkpointing import read_checkpoint
 from updown_vqa.core.errors import UpdownError
 
 log = logging.getLogger(__name__)
@@ -104,6 +103,10 @@ def end_to_end_trunk(weights: str | None) -> dict | None:
     size and state dict (keys of the cut nn.Sequential); None for any other weights."""
     if not weights or not str(weights).endswith(".ckpt") or not os.path.isfile(weights):
         return None
+    from updown_vqa.core.checkpointing import (
+        read_checkpoint,  # here: bench gpu imports this module without omegaconf
+    )
+
     checkpoint = read_checkpoint(weights, mmap=True, key="weights")
     hparams = checkpoint.get("hyper_parameters") or {}
     if hparams.get("visual") != "grid":
