@@ -78,14 +78,16 @@ def test_the_documented_sbatch_script_survives_sigusr1_and_finishes(slurm_cluste
 
 
 def test_extract_as_a_slurm_job_is_requeued_by_sigusr1_and_ends_with_the_one_process_store(slurm_cluster, tmp_path):
-    write_images(tmp_path / "images", sizes=[(64, 64)] * 40)
+    # 400 images, 2 a batch: a few seconds of extraction even on an idle machine (40 took 0.25 s, over
+    # before the poll below saw the work file), so the signal lands while it runs
+    write_images(tmp_path / "images", sizes=[(64, 64)] * 400)
     args = [f"images={tmp_path / 'images'}", "backbone=resnet18", "allow_random_weights=true",
             "image_size=64", "batch_size=2", "num_workers=0", f"paths.log_dir={tmp_path / 'logs'}"]
     cluster = type(slurm_cluster)(env_with_python(slurm_cluster), slurm_cluster.partition, slurm_cluster.conf)
     log = tmp_path / "job.out"
     job = submit(cluster, "#!/bin/bash\n#SBATCH --time=60 --signal=USR1@30 --requeue --cpus-per-task=1\n"
                  f"srun python -m updown_vqa.extract out={tmp_path / 'slurm.h5'} {' '.join(args)}\n", tmp_path, log)
-    wait_for(lambda: (tmp_path / "slurm.h5.work.h5").exists(), "extraction to start")
+    wait_for(lambda: (tmp_path / "slurm.h5.work.h5").exists(), "extraction to start", poll=0.02)
     subprocess.run(["scancel", "--signal=USR1", job], env=cluster.env, check=True)
     one = subprocess.run([sys.executable, "-m", "updown_vqa.extract", f"out={tmp_path / 'one.h5'}", *args],
                          env=cluster.env, capture_output=True, text=True, timeout=600)
