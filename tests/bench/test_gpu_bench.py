@@ -33,11 +33,12 @@ def test_without_a_gpu_it_is_one_error_line(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available() or not shutil.which("make"), reason="needs make and no GPU")
 def test_make_bench_gpu_without_a_gpu_fails_with_the_error_line():
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}  # under `make
-    # test ARGS=...`, the outer make's ARGS would reach bench-gpu's command line through MAKEFLAGS
+    # under `make test ARGS=...`, the outer make's ARGS reaches this make through MAKEFLAGS and the
+    # environment: drop the first, and give ARGS= on the command line, which wins over the second
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     result = subprocess.run(["make", "--no-print-directory", "bench-gpu", f"PYTHON={sys.executable}",
-                             "OUTPUTS=/tmp/updown-bench-gpu-test"], capture_output=True, text=True, timeout=300,
-                            env=env)
+                             "OUTPUTS=/tmp/updown-bench-gpu-test", "ARGS="], capture_output=True, text=True,
+                            timeout=300, env=env)
     assert result.returncode != 0 and "error: bench gpu: no CUDA GPU" in result.stderr
 
 
