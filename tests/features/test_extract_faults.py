@@ -39,6 +39,22 @@ def poisoning(extractor, image_id):
     return run
 
 
+def killed_after_one_batch(monkeypatch, extract_once) -> None:
+    """Run `extract_once()` with the writer stopped (Ctrl-C) after its first batch, then unpatched."""
+    original, calls = images_module._write_batch, []
+
+    def write_one(*args):
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(images_module, "_write_batch", write_one)
+    with pytest.raises(KeyboardInterrupt), torch.no_grad():
+        extract_once()
+    monkeypatch.setattr(images_module, "_write_batch", original)
+
+
 def test_extract_refuses_nan_features_unless_allowed(tmp_path):
     paths = write_images(tmp_path / "images")
     grid = poisoning(build_extractor(RECIPE), 3)
@@ -59,18 +75,7 @@ def test_an_unfinished_extraction_resumes_only_on_its_own_image_folder(tmp_path,
                 f"images={tmp_path / folder}", f"out={out}", "backbone=resnet18", "allow_random_weights=true",
                 f"image_size={SIZE}", "trunk=layer2", "batch_size=2", "num_workers=0", *extra])
 
-    original, calls = images_module._write_batch, []
-
-    def killed_after_one_batch(*args):
-        calls.append(1)
-        if len(calls) > 1:
-            raise KeyboardInterrupt
-        return original(*args)
-
-    monkeypatch.setattr(images_module, "_write_batch", killed_after_one_batch)
-    with pytest.raises(KeyboardInterrupt), torch.no_grad():
-        extract(config("a"))
-    monkeypatch.setattr(images_module, "_write_batch", original)
+    killed_after_one_batch(monkeypatch, lambda: extract(config("a")))
     with pytest.raises(UpdownError, match=rf"other inputs \(image_files: .*images: '{tmp_path / 'a'}' -> "
                                           rf"'{tmp_path / 'b'}'\).*restart=true"):
         extract(config("b"))
@@ -86,18 +91,7 @@ def test_an_unfinished_extraction_does_not_resume_onto_an_edited_image(tmp_path,
         config = compose("extract/config", overrides=[
             f"images={tmp_path / 'a'}", f"out={out}", "backbone=resnet18", "allow_random_weights=true",
             f"image_size={SIZE}", "stage=layer2", "batch_size=2", "num_workers=0"])
-    original, calls = images_module._write_batch, []
-
-    def killed_after_one_batch(*args):
-        calls.append(1)
-        if len(calls) > 1:
-            raise KeyboardInterrupt
-        return original(*args)
-
-    monkeypatch.setattr(images_module, "_write_batch", killed_after_one_batch)
-    with pytest.raises(KeyboardInterrupt), torch.no_grad():
-        extract(config)
-    monkeypatch.setattr(images_module, "_write_batch", original)
+    killed_after_one_batch(monkeypatch, lambda: extract(config))
     last = sorted((tmp_path / "a").iterdir())[-1]
     Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(last)
     with pytest.raises(UpdownError, match=r"other inputs \(image_files: '4 files, sha1 \w+' -> '4 files, sha1 \w+'\)"):
