@@ -3,6 +3,7 @@
 option only, says that it stopped the run."""
 
 import json
+import re
 
 import pytest
 from conftest import compose_config, run_module, tiny_overrides
@@ -93,6 +94,7 @@ def test_a_run_that_its_schedule_ended_records_how_to_rerun_it(data_dir, tmp_pat
     assert summary["epochs"] == 1 and summary["task"] == "vqa" and summary["wall_seconds"] > 0
     assert summary["command"].startswith("python -m updown_vqa.train ") and "name=done" in summary["command"]
     assert "cores" in summary["machine"] and summary["date"].endswith("UTC")
+    assert re.search(r", \d+ torch threads?, ", summary["machine"]), summary["machine"]  # results depend on it
 
 
 def test_the_shipped_trainer_leaves_the_clock_to_the_user():

@@ -40,9 +40,12 @@ def _cpu_name() -> str:
 
 
 def machine() -> str:
-    """The CPU, its cores and the GPU if one is used, e.g. `AMD EPYC 7B13, 2 cores, no GPU`."""
+    """The CPU, its cores, torch's intra-op threads and the GPU if one is used, e.g.
+    `AMD EPYC 7B13, 2 cores, 1 torch thread, no GPU`. The threads are part of it because a CPU run's
+    numbers depend on them: another thread count sums in another order (docs/experiments.md)."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{_cpu_name()}, {os.cpu_count()} cores, {gpu}"
+    threads = torch.get_num_threads()
+    return f"{_cpu_name()}, {os.cpu_count()} cores, {threads} torch thread{'s' * (threads != 1)}, {gpu}"
 
 
 def load_average() -> float | None:
