@@ -18,6 +18,7 @@ from conftest import (
 from hydra.utils import instantiate
 
 from updown_vqa.captioning.images import ImageCaptionDataModule
+from updown_vqa.captioning.inference import caption_image
 from updown_vqa.captioning.module import UpDownCaptioning
 from updown_vqa.captioning.scst import reward_scorer
 from updown_vqa.core.errors import UpdownError
@@ -96,6 +97,15 @@ def test_the_config_builds_a_grid_captioner_and_disagreeing_ones_are_one_error(d
     stores.setup("fit")
     with pytest.raises(UpdownError, match="use an image data config \\(data=shapes_caption_e2e"):
         build_model(features, stores)
+
+
+def test_caption_image_attends_over_the_cells_of_the_checkpoints_trunk(dm):
+    model = grid_captioner(dm)
+    dataset = dm.datasets["val"]
+    found = caption_image(model, dataset.paths[int(dataset.image_ids[0])])
+    cells = (32 // 8) ** 2  # layer2: stride 8
+    assert found["boxes"].shape == (cells, 4) and found["attention"].shape == (len(found["words"]), cells)
+    assert found["boxes"][:, 2:].max() == 64  # cell boxes in the original image's pixels (64 x 64)
 
 
 @pytest.mark.slow

@@ -3,6 +3,8 @@ and the per-word attention of one image (`visualize`)."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from hydra.utils import instantiate
@@ -21,6 +23,8 @@ from updown_vqa.features.finite import require_finite
 from updown_vqa.features.loading import StoreSet
 from updown_vqa.features.pixels import decode
 from updown_vqa.vqa.pictures import find_image
+
+log = logging.getLogger(__name__)
 
 
 def load_captioner(path: str, device: str | None = None) -> UpDownCaptioning:
@@ -96,6 +100,8 @@ def caption_image(model: UpDownCaptioning, image, boxes=None, weights: str | Non
     `answer` makes them), or by its own trunk (model.visual=grid): its `words`, the regions' `boxes`
     [K, 4] and the `attention` [L, K] per word."""
     if model.hparams.get("visual") == "grid":  # an end-to-end captioner: its cells are the regions
+        if boxes is not None:
+            log.warning("boxes are not used: an end-to-end captioner attends over the cells of its grid")
         pixels, (w, h) = decode(image, int(model.hparams.image_size))
         with torch.no_grad():
             inputs = {"images": pixels[None].to(model.device),
