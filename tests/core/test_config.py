@@ -17,6 +17,7 @@ PAIRS = {
     ("vqa", "gqa"): (1024, 512, 13, "gqa_updown"),
     ("vqa", "clevr"): (1024, 64, 16, "clevr_updown"),
     ("caption", "shapes_caption"): (256, 100, 10, "shapes_caption"),
+    ("caption", "shapes_caption_e2e"): (256, 100, 10, "shapes_caption_e2e"),
     ("caption", "coco_karpathy"): (1000, 50, 30, "coco_updown"),
     ("detect", "shapes_detect"): (None, 16, 2, "detector_shapes"),
 }
@@ -37,6 +38,7 @@ def shipped_runs():
     yield from ([f"experiment={option}"] for option in options("experiment"))
     yield from (["experiment=ablations", f"ablation={option}"] for option in options("ablation"))
     yield ["task=caption", "stage=scst"]  # experiment_stage/shapes_caption_scst
+    yield ["task=caption", "data=shapes_caption_e2e", "stage=scst"]  # experiment_stage/shapes_caption_e2e_scst
     yield ["task=detect"]
 
 

@@ -9,7 +9,8 @@ import torch
 from conftest import shapes_file
 
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.vqa.images import ImageVQADataModule, check_images
+from updown_vqa.features.pixels import check_images
+from updown_vqa.vqa.images import ImageVQADataModule
 
 
 def split_files(data_dir: str, split: str, images: str | None = None) -> dict:

@@ -1,4 +1,5 @@
-"""Captions and region features in, batches out: COCO/Karpathy caption files, a token cache, a DataModule.
+"""Captions and region features in, batches out: COCO/Karpathy caption files, a token cache, a DataModule
+(`captioning.images` serves the same captions with images, for model.visual=grid).
 
 Training batches hold one (image, caption) pair per row, teacher-forced; evaluation batches hold one row
 per image with all its reference captions, so each image is decoded once.
@@ -127,14 +128,19 @@ class LengthGroupedSampler(BatchSampler):
 
 
 class CaptionPairs(Dataset):
-    """Indexed by a batch of caption indices: each row one (image, caption) pair, for teacher forcing."""
+    """Indexed by a batch of caption indices: each row one (image, caption) pair, for teacher forcing.
 
-    def __init__(self, tokens: np.ndarray, image_ids: np.ndarray, stores: StoreSet, source: str):
+    Its regions come from `stores`; a subclass without stores reads its own visual input (`visual`).
+    """
+
+    def __init__(self, tokens: np.ndarray, image_ids: np.ndarray, stores: StoreSet | None = None,
+                 source: str = ""):
         self.tokens = torch.from_numpy(tokens)
         self.lengths = (self.tokens != 0).sum(1)  # BOS ... EOS
         self.image_ids = image_ids
         self.stores = stores
-        self.region_starts, self.region_counts = stores.regions(*stores.locate(image_ids, source))
+        if stores is not None:
+            self.region_starts, self.region_counts = stores.regions(*stores.locate(image_ids, source))
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -144,16 +150,24 @@ class CaptionPairs(Dataset):
         longest = int(self.lengths[index].max())
         return {"index": torch.from_numpy(index), "image_ids": torch.from_numpy(self.image_ids[index]),
                 "tokens": self.tokens[index, :longest],  # [B, T]: BOS ... EOS, padding beyond the longest cut
-                **self.stores.batch(self.region_starts[index], self.region_counts[index])}  # mask, features, boxes
+                **self.visual(index)}
+
+    def visual(self, index: np.ndarray) -> dict:
+        """The rows' regions: mask, features, boxes."""
+        return self.stores.batch(self.region_starts[index], self.region_counts[index])
 
 
 class CaptionImages(Dataset):
-    """Indexed by a batch of image indices: each row one image with its reference captions, for decoding."""
+    """Indexed by a batch of image indices: each row one image with its reference captions, for decoding.
 
-    def __init__(self, image_ids: np.ndarray, references: list[list[str]] | None, stores: StoreSet,
-                 source: str):
+    Its regions come from `stores`; a subclass without stores reads its own visual input (`visual`).
+    """
+
+    def __init__(self, image_ids: np.ndarray, references: list[list[str]] | None, stores: StoreSet | None = None,
+                 source: str = ""):
         self.image_ids, self.references, self.stores = image_ids, references, stores
-        self.region_starts, self.region_counts = stores.regions(*stores.locate(image_ids, source))
+        if stores is not None:
+            self.region_starts, self.region_counts = stores.regions(*stores.locate(image_ids, source))
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -161,10 +175,28 @@ class CaptionImages(Dataset):
     def __getitem__(self, indices) -> dict:
         index = np.asarray(indices, dtype=np.int64)
         batch = {"index": torch.from_numpy(index), "image_ids": torch.from_numpy(self.image_ids[index]),
-                 **self.stores.batch(self.region_starts[index], self.region_counts[index])}  # mask, features, boxes
+                 **self.visual(index)}
         if self.references is not None:
             batch["references"] = [self.references[i] for i in index]  # B lists of strings
         return batch
+
+    def visual(self, index: np.ndarray) -> dict:
+        """The rows' regions: mask, features, boxes."""
+        return self.stores.batch(self.region_starts[index], self.region_counts[index])
+
+
+def caption_rows(split: str, arrays: dict, meta: dict, train_items: str = "captions") -> dict:
+    """What a split serves, from the caption cache: training (image, caption) pairs (`tokens`, `image_ids`),
+    or images with their references (`image_ids`, `references`; SCST training and evaluation); a split
+    without a captions file has `image_ids` None (every image of its visual input) and no references."""
+    if split == "train" and train_items == "images":
+        return {"image_ids": arrays["train/image_ids"], "references": meta["references"]["train"]}
+    if split == "train":
+        return {"tokens": arrays["train/tokens"], "image_ids": arrays["train/caption_image_ids"]}
+    if f"{split}/image_ids" in arrays:
+        references = meta["references"][split] if len(arrays[f"{split}/tokens"]) else None
+        return {"image_ids": arrays[f"{split}/image_ids"], "references": references}
+    return {"image_ids": None, "references": None}
 
 
 class CaptionDataModule(FeatureDataModule):
@@ -209,22 +241,19 @@ class CaptionDataModule(FeatureDataModule):
             return
         self.meta, arrays = load_cache(self._preprocess())
         self.open_table()
-        for split, files in self.splits.items():
-            stores = self.stores(split)
-            source = ", ".join(as_list(files.get("captions"))) or split
-            if split == "train" and self.train_items == "images":
-                self.datasets[split] = CaptionImages(arrays["train/image_ids"], self.meta["references"]["train"],
-                                                     stores, source)
-            elif split == "train":
-                self.datasets[split] = CaptionPairs(arrays["train/tokens"], arrays["train/caption_image_ids"],
-                                                    stores, source)
-            elif f"{split}/image_ids" in arrays:
-                references = self.meta["references"][split] if len(arrays[f"{split}/tokens"]) else None
-                self.datasets[split] = CaptionImages(arrays[f"{split}/image_ids"], references, stores, source)
-            else:  # no caption file: every image of the feature store, without references
-                ids = np.concatenate([s.image_ids for s in stores.stores])
-                self.datasets[split] = CaptionImages(ids, None, stores, source)
+        for split in self.splits:
+            self.datasets[split] = self.split_dataset(split, caption_rows(split, arrays, self.meta, self.train_items))
         self.check_feature_sizes()
+
+    def split_dataset(self, split: str, rows: dict) -> Dataset:
+        """A split's rows (`caption_rows`) over its feature stores."""
+        stores = self.stores(split)
+        source = ", ".join(as_list(self.splits[split].get("captions"))) or split
+        if "tokens" in rows:
+            return CaptionPairs(rows["tokens"], rows["image_ids"], stores, source)
+        if rows["image_ids"] is None:  # no caption file: every image of the feature store, without references
+            return CaptionImages(np.concatenate([s.image_ids for s in stores.stores]), None, stores, source)
+        return CaptionImages(rows["image_ids"], rows["references"], stores, source)
 
     @property
     def vocab(self) -> list[str]:

@@ -3,6 +3,8 @@ and the per-word attention of one image (`visualize`)."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from hydra.utils import instantiate
@@ -19,7 +21,10 @@ from updown_vqa.core.settings import Number, OneOf, check_group, declared
 from updown_vqa.extraction.one_image import feature_recipe, image_features
 from updown_vqa.features.finite import require_finite
 from updown_vqa.features.loading import StoreSet
+from updown_vqa.features.pixels import decode
 from updown_vqa.vqa.pictures import find_image
+
+log = logging.getLogger(__name__)
 
 
 def load_captioner(path: str, device: str | None = None) -> UpDownCaptioning:
@@ -39,12 +44,13 @@ def predict(cfg: DictConfig) -> dict:
     refuse_overwriting_inputs("out", cfg.out, {"checkpoint": cfg.ckpt, **{f"data.{cfg.split}.{k}": v
                                                                            for k, v in split.items()}})
     model = load_captioner(cfg.ckpt)
-    datamodule = instantiate(cfg.data, feature_cache="none")  # each image is read once: nothing to cache
+    grid = model.hparams.get("visual") == "grid"
+    # each image is read once: nothing to cache; images at the size the trunk learnt from
+    sizes = {"image_size": int(model.hparams.image_size)} if grid and "image_size" in cfg.data else {}
+    datamodule = instantiate(cfg.data, feature_cache="none", **sizes)
     datamodule.prepare_data()
     datamodule.setup("predict")
-    if datamodule.feature_dim != model.hparams.feature_dim:
-        raise UpdownError(f"ckpt={cfg.ckpt}: the model takes {model.hparams.feature_dim}-d features but "
-                          f"data.{cfg.split}.features are {datamodule.feature_dim}-d")
+    check_visual(cfg.ckpt, model, datamodule.feature_dim, cfg.split)
     loader = datamodule.predict_dataloader(cfg.split)
     results = write_caption_results(model, loader, cfg.out, cfg.beam_size, cfg.max_length)
     print(f"{len(results)} captions written to {cfg.out}", flush=True)
@@ -57,6 +63,21 @@ def predict(cfg: DictConfig) -> dict:
     metrics["cider"] = cider_d(candidates, refs)[0]
     print(" ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
     return metrics
+
+
+def check_visual(ckpt: str, model: UpDownCaptioning, data_feature_dim: int | None, split: str) -> None:
+    """Refuse data that gives the model something else than it reads: images for a model.visual=grid
+    checkpoint (the data's feature size None), features of its size otherwise."""
+    grid = model.hparams.get("visual") == "grid"
+    if grid and data_feature_dim is not None:
+        raise UpdownError(f"ckpt={ckpt}: a model.visual=grid checkpoint reads images, but the data gives feature "
+                          "stores; use an image data config (data=shapes_caption_e2e, or images: per split)")
+    if not grid and data_feature_dim is None:
+        raise UpdownError(f"ckpt={ckpt}: the checkpoint reads feature stores, but the data gives images; use "
+                          "a data config with features (data=shapes_caption)")
+    if not grid and data_feature_dim != model.hparams.feature_dim:
+        raise UpdownError(f"ckpt={ckpt}: the model takes {model.hparams.feature_dim}-d features but "
+                          f"data.{split}.features are {data_feature_dim}-d")
 
 
 def caption_picture(model, files: dict, image_id: int, image_dir: str) -> dict:
@@ -76,12 +97,24 @@ def caption_picture(model, files: dict, image_id: int, image_dir: str) -> dict:
 def caption_image(model: UpDownCaptioning, image, boxes=None, weights: str | None = None,
                   device: str | None = None, source: str = "the checkpoint") -> dict:
     """The greedy caption of any image, its features made by the checkpoint's recorded recipe (as
-    `answer` makes them): its `words`, the regions' `boxes` [K, 4] and the `attention` [L, K] per word."""
-    recipe = feature_recipe(model.hparams.get("feature_attrs"), source, weights)
-    kept, features = image_features(recipe, image, boxes, device)  # [K, 4], [K, D]
-    if features.shape[1] != model.hparams.feature_dim:
-        raise UpdownError(f"image={image}: {features.shape[1]}-d features, but the model takes "
-                          f"{model.hparams.feature_dim}-d ones")
-    batch = {"features": features[None], "mask": torch.ones(1, len(features), dtype=torch.bool)}
+    `answer` makes them), or by its own trunk (model.visual=grid): its `words`, the regions' `boxes`
+    [K, 4] and the `attention` [L, K] per word."""
+    if model.hparams.get("visual") == "grid":  # an end-to-end captioner: its cells are the regions
+        if boxes is not None:
+            log.warning("boxes are not used: an end-to-end captioner attends over the cells of its grid")
+        pixels, (w, h) = decode(image, int(model.hparams.image_size))
+        with torch.no_grad():
+            inputs = {"images": pixels[None].to(model.device),
+                      "image_index": torch.zeros(1, dtype=torch.long, device=model.device)}
+            features, mask = model.eval().regions(inputs)  # [1, K, D], [1, K]
+        kept = features[0, :, -4:].float().cpu() * torch.tensor([w, h, w, h])  # cell boxes x1/w y1/h x2/w y2/h
+        batch = {"features": features, "mask": mask}
+    else:
+        recipe = feature_recipe(model.hparams.get("feature_attrs"), source, weights)
+        kept, features = image_features(recipe, image, boxes, device)  # [K, 4], [K, D]
+        if features.shape[1] != model.hparams.feature_dim:
+            raise UpdownError(f"image={image}: {features.shape[1]}-d features, but the model takes "
+                              f"{model.hparams.feature_dim}-d ones")
+        batch = {"features": features[None], "mask": torch.ones(1, len(features), dtype=torch.bool)}
     words, attention = caption_attention(model, batch)  # [L], [L, K]
     return {"words": words, "boxes": kept.numpy(), "attention": attention.float().numpy()}

@@ -18,6 +18,8 @@ from updown_vqa.captioning.scst import check_scst, mean_of_others, reward_scorer
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import write_json
 from updown_vqa.core.settings import FLAG, SIZE, Number
+from updown_vqa.features.grid import GRID_SETTINGS, encode_regions, parameter_groups, visual_encoder
+from updown_vqa.features.pixels import check_images
 
 
 def tokens_to_words(tokens: torch.Tensor, vocab: list[str], eos_index: int = 3) -> list[list[str]]:
@@ -38,6 +40,10 @@ class UpDownCaptioning(pl.LightningModule):
     Adam (Kingma and Ba 2015) with step decay: lr times `lr_decay_rate` every `lr_decay_every` epochs.
     Validation decodes each image once, greedily (beam_size=1) or with beam search, and logs
     val/bleu1..4 (0-1) and val/cider (CIDEr-D; 1.0 here is reported as 100 in papers).
+
+    `visual="features"` reads precomputed regions (`features`, `mask` in the batch); `"grid"` reads
+    images (`images` [N, 3, S, S] uint8 and `image_index` [B], each row's image) and learns a
+    `GridEncoder` (the `trunk*` settings; `image_size` comes from the data) with the captioning loss.
     """
 
     TASK = "caption"  # recorded in its checkpoints (core.checkpointing.checkpoint_task)
@@ -46,15 +52,22 @@ class UpDownCaptioning(pl.LightningModule):
                 "dropout": Number("float", 0, 0.999), "use_image": FLAG, "lr": Number("float", 1e-12, 10),
                 "lr_decay_every": Number("int", 1), "lr_decay_rate": Number("float", 0, 1),
                 "beam_size": Number("int", 1, 1000), "max_decode_length": Number("int", 1, 1024),
-                "length_penalty": Number("float"), "max_caption_length": Number("int", 1, 1024)}
+                "length_penalty": Number("float"), "max_caption_length": Number("int", 1, 1024), **GRID_SETTINGS}
 
     def __init__(self, vocab: list[str], feature_dim: int = 2048, embed_dim: int = 1000,
                  hidden_dim: int = 1000, attention_dim: int = 512, dropout: float = 0.5,
                  use_image: bool = True, lr: float = 5e-4, lr_decay_every: int = 3,
                  lr_decay_rate: float = 0.8, beam_size: int = 1, max_decode_length: int = 20,
                  length_penalty: float = 0.0, max_caption_length: int = 16,
-                 feature_attrs: dict | None = None, scst: dict | None = None):
+                 feature_attrs: dict | None = None, scst: dict | None = None, visual: str = "features",
+                 image_size: int | None = None, trunk: str = "resnet18", trunk_layer: str = "layer3",
+                 trunk_weights: str | None = None, trunk_bn: str = "train", trunk_lr_mult: float = 1.0,
+                 trunk_frozen_stages: int = 0):
         super().__init__()
+        self.encoder = visual_encoder(visual, image_size, trunk, trunk_layer, trunk_weights, trunk_bn,
+                                      trunk_frozen_stages, image_data="data=shapes_caption_e2e")
+        if self.encoder is not None:
+            feature_dim = self.encoder.feature_dim  # what the trunk gives, not what a store held
         # Plain Python, not the OmegaConf nodes Hydra passes, so that checkpoints load with weights_only.
         vocab = [str(word) for word in vocab]
         if isinstance(feature_attrs, DictConfig):
@@ -70,9 +83,15 @@ class UpDownCaptioning(pl.LightningModule):
         self.references: dict[int, list[str]] = {}
         self.reward_scorer = None  # SCST: the reward (CIDEr-D with the training set's idf), built when training starts
 
+    def regions(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's region features [B, K, D] and mask [B, K]: read, or encoded from its image."""
+        if self.encoder is None:
+            return batch["features"].to(self.dtype), batch["mask"]
+        return encode_regions(self.encoder, batch)
+
     def forward(self, batch: dict) -> torch.Tensor:
         """Teacher-forced logits [B, T-1, V] predicting batch["tokens"][:, 1:]."""
-        return self.model(batch["features"].to(self.dtype), batch["mask"], batch["tokens"])
+        return self.model(*self.regions(batch), batch["tokens"])
 
     def on_train_start(self) -> None:
         if self.hparams.scst and self.reward_scorer is None:
@@ -102,14 +121,14 @@ class UpDownCaptioning(pl.LightningModule):
     def scst_terms(self, batch: dict) -> dict:
         """The sampled tokens [B * n, L], their rewards and baselines [B * n] and the SCST loss."""
         hp, model = self.hparams, self.model
-        samples, features = hp.scst["samples"], batch["features"].to(self.dtype)
-        tokens, log_probs = model.sample(features, batch["mask"], samples, hp.max_decode_length)
+        samples, (features, mask) = hp.scst["samples"], self.regions(batch)
+        tokens, log_probs = model.sample(features, mask, samples, hp.max_decode_length)
         image_ids = batch["image_ids"].tolist()
         sampled = rewards(self.reward_scorer, tokens, [i for i in image_ids for _ in range(samples)],
                           hp.vocab, model.eos_index)  # [B * n]
         if hp.scst["baseline"] == "greedy":  # the test-time decoding: dropout off
             model.eval()
-            greedy, _ = model.greedy(features, batch["mask"], hp.max_decode_length)
+            greedy, _ = model.greedy(features, mask, hp.max_decode_length)
             model.train()
             baseline = rewards(self.reward_scorer, greedy, image_ids, hp.vocab, model.eos_index)
             baseline = baseline.repeat_interleave(samples)
@@ -123,12 +142,11 @@ class UpDownCaptioning(pl.LightningModule):
         """One caption per image of the batch (greedy for beam size 1, else beam search)."""
         hp = self.hparams
         beam_size, max_length = beam_size or hp.beam_size, max_length or hp.max_decode_length
-        features = batch["features"].to(self.dtype)
+        features, mask = self.regions(batch)
         if beam_size == 1:
-            tokens, _ = self.model.greedy(features, batch["mask"], max_length)
+            tokens, _ = self.model.greedy(features, mask, max_length)
         else:
-            tokens = self.model.beam_search(features, batch["mask"], beam_size, max_length,
-                                            hp.length_penalty)
+            tokens = self.model.beam_search(features, mask, beam_size, max_length, hp.length_penalty)
         return [" ".join(words) for words in tokens_to_words(tokens, hp.vocab, self.model.eos_index)]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -154,7 +172,8 @@ class UpDownCaptioning(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr)
+        # The trunk (model.visual=grid) learns at lr * trunk_lr_mult (features.grid.parameter_groups).
+        optimizer = torch.optim.Adam(parameter_groups(self.model, self.encoder, hp.lr, hp.trunk_lr_mult), lr=hp.lr)
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, hp.lr_decay_every, hp.lr_decay_rate)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
@@ -166,7 +185,7 @@ def write_caption_results(model: UpDownCaptioning, loader, path: str | None = No
     model.eval()
     results = []
     for batch in loader:
-        batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = {k: v.to(model.device) if torch.is_tensor(v) else v for k, v in check_images(batch).items()}
         captions = model.decode(batch, beam_size, max_length)
         results += [{"image_id": i, "caption": c} for i, c in zip(batch["image_ids"].tolist(), captions)]
     if path:

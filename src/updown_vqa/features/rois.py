@@ -99,8 +99,8 @@ def build_trunk(backbone: str = "resnet152", weights: str | None = None, stage: 
 
 
 def end_to_end_trunk(weights: str | None) -> dict | None:
-    """The trunk an end-to-end VQA checkpoint learned (`model.visual=grid`): its backbone, stage, image
-    size and state dict (keys of the cut nn.Sequential); None for any other weights."""
+    """The trunk an end-to-end checkpoint learned (VQA or captioning, `model.visual=grid`): its backbone,
+    stage, image size and state dict (keys of the cut nn.Sequential); None for any other weights."""
     if not weights or not str(weights).endswith(".ckpt") or not os.path.isfile(weights):
         return None
     from updown_vqa.core.checkpointing import (

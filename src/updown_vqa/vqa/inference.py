@@ -23,15 +23,10 @@ from updown_vqa.core.text import UNK, Vocabulary, tokenize
 from updown_vqa.extraction.one_image import feature_recipe, image_features
 from updown_vqa.features.finite import require_finite
 from updown_vqa.features.loading import StoreSet
+from updown_vqa.features.pixels import check_images, decode, image_paths
 from updown_vqa.vqa.data import VQADataset
 from updown_vqa.vqa.evaluation import evaluate
-from updown_vqa.vqa.images import (
-    ImageQuestions,
-    check_images,
-    decode,
-    image_paths,
-    usable_questions,
-)
+from updown_vqa.vqa.images import ImageQuestions, usable_questions
 from updown_vqa.vqa.module import UpDownVQA
 from updown_vqa.vqa.preprocess import id_array, load_json
 from updown_vqa.vqa.readers import get_reader
@@ -201,7 +196,7 @@ def ask_image(model: UpDownVQA, image, question: str, boxes=None, top_k: int = 5
         features, mask = model.eval().regions(inputs)  # [1, K, D], [1, K]
         logits, attention = model.model(inputs["tokens"], inputs["lengths"], features, mask,
                                          return_attention=True)  # [1, A], [1, K]
-    if grid:  # each cell's feature ends with its box x1/w y1/h x2/w y2/h (vqa.grid)
+    if grid:  # each cell's feature ends with its box x1/w y1/h x2/w y2/h (features.grid)
         kept = features[0, :, -4:].float().cpu() * torch.tensor([w, h, w, h])  # [K, 4]
     scores = torch.sigmoid(logits[0]).cpu()  # [A]
     top = scores.topk(min(top_k, len(scores)))

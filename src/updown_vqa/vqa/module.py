@@ -8,10 +8,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.settings import FLAG, SIZE, Number, OneOf
 from updown_vqa.core.text import load_glove
-from updown_vqa.vqa.grid import GridEncoder
+from updown_vqa.features.grid import GRID_SETTINGS, encode_regions, parameter_groups, visual_encoder
 from updown_vqa.vqa.metrics import VQAAccuracy
 from updown_vqa.vqa.model import UpDown, init_weights
 from updown_vqa.vqa.preprocess import ANSWER_TYPES
@@ -47,10 +46,7 @@ class UpDownVQA(pl.LightningModule):
                 "weight_norm": FLAG, "use_image": FLAG, "compile": FLAG, "lr": Number("float", 1e-12, 10),
                 "warmup_epochs": Number("float", 0), "warmup_start": Number("float", 0, 1),
                 "decay_start": Number("int", 0), "decay_every": Number("int", 1), "decay_rate": Number("float", 0, 1),
-                "visual": OneOf(("features", "grid")), "image_size": Number("int", 8, 8192),
-                "trunk": OneOf(("resnet18", "resnet34", "resnet50", "resnet101")),
-                "trunk_layer": OneOf(("layer2", "layer3", "layer4")), "trunk_bn": OneOf(("frozen", "train")),
-                "trunk_lr_mult": Number("float", 0, 1000), "trunk_frozen_stages": Number("int", 0, 5)}
+                **GRID_SETTINGS}
 
     def __init__(self, vocab: list[str], answers: list[str], feature_dim: int = 2048,
                  embed_dim: int = 300, hidden_dim: int = 1024, nonlinearity: str = "gated_tanh",
@@ -64,8 +60,8 @@ class UpDownVQA(pl.LightningModule):
                  trunk_layer: str = "layer3", trunk_weights: str | None = None, trunk_bn: str = "train",
                  trunk_lr_mult: float = 1.0, trunk_frozen_stages: int = 0):
         super().__init__()
-        self.encoder = _visual_encoder(visual, image_size, trunk, trunk_layer, trunk_weights, trunk_bn,
-                                       trunk_frozen_stages)
+        self.encoder = visual_encoder(visual, image_size, trunk, trunk_layer, trunk_weights, trunk_bn,
+                                      trunk_frozen_stages, image_data="data=shapes_e2e")
         if self.encoder is not None:
             feature_dim = self.encoder.feature_dim  # what the trunk gives, not what a store held
         self.save_hyperparameters(ignore=["glove"])  # a checkpoint holds the vectors, not the file's path
@@ -86,9 +82,7 @@ class UpDownVQA(pl.LightningModule):
         """Each question's region features [B, K, D] and mask [B, K]: read, or encoded from its image."""
         if self.encoder is None:
             return batch.get("features"), batch.get("mask")
-        cells = self.encoder(batch["images"])  # [N, K, D]: each image once, however many questions
-        features = cells[batch["image_index"]]  # [B, K, D]
-        return features, torch.ones(features.shape[:2], dtype=torch.bool, device=features.device)
+        return encode_regions(self.encoder, batch)
 
     def forward(self, batch: dict, return_attention: bool = False):
         features, mask = self.regions(batch)
@@ -134,25 +128,4 @@ class UpDownVQA(pl.LightningModule):
 
     def parameter_groups(self) -> list[dict]:
         """The trainable parameters; the trunk's learn at `trunk_lr_mult` times the rate (frozen: none)."""
-        head = [p for p in self.model.parameters() if p.requires_grad]
-        if self.encoder is None:
-            return [{"params": head}]
-        trunk = [p for p in self.encoder.parameters() if p.requires_grad]
-        groups = [{"params": head}]
-        if trunk and self.hparams.trunk_lr_mult > 0:
-            groups.append({"params": trunk, "lr": self.hparams.lr * self.hparams.trunk_lr_mult})
-        return groups
-
-
-def _visual_encoder(visual: str, image_size: int | None, trunk: str, layer: str, weights: str | None,
-                    bn: str, frozen_stages: int) -> GridEncoder | None:
-    """The grid encoder of `visual="grid"`; refuses a model and data that disagree on what they read."""
-    if visual not in ("features", "grid"):
-        raise UpdownError(f"model.visual={visual!r}: choose features (a feature store) or grid (images)")
-    if visual == "grid" and image_size is None:
-        raise UpdownError("model.visual=grid learns from images, but the data gives feature stores: use "
-                          "an image data config (data=shapes_e2e, or images: per split as in it)")
-    if visual == "features" and image_size is not None:
-        raise UpdownError("the data gives images (an image data config such as data=shapes_e2e): set "
-                          "model.visual=grid, or use a data config with feature stores")
-    return GridEncoder(trunk, layer, weights, bn, frozen_stages) if visual == "grid" else None
+        return parameter_groups(self.model, self.encoder, self.hparams.lr, self.hparams.trunk_lr_mult)

@@ -11,7 +11,7 @@ import torch
 
 from updown_vqa.core.cache import as_list
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.vqa.images import check_images
+from updown_vqa.features.pixels import check_images
 from updown_vqa.vqa.inference import question_loader
 from updown_vqa.vqa.preprocess import load_json
 
@@ -50,7 +50,7 @@ def question_attention(model, dataset, question_id: int, top_k: int = 5) -> dict
     logits, attention = model.eval()(inputs, return_attention=True)  # [1, A], [1, K]
     if "boxes" in batch:
         boxes = batch["boxes"][0, : int(batch["mask"][0].sum())].float()  # [K, 4]
-    else:  # grid cells: each feature ends with its box x1/w y1/h x2/w y2/h (vqa.grid)
+    else:  # grid cells: each feature ends with its box x1/w y1/h x2/w y2/h (features.grid)
         w, h = batch["image_sizes"][0].tolist()
         boxes = model.regions(inputs)[0][0, :, -4:].float().cpu() * torch.tensor([w, h, w, h])  # [K, 4]
     top = torch.sigmoid(logits[0]).topk(min(top_k, logits.shape[1]))
