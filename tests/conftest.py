@@ -67,6 +67,30 @@ def extract_config(*overrides: str):
     return compose_config(list(overrides), config_name="extract/config")
 
 
+def assert_extract_holds_trunk_cells(model, dm, data_dir: str, tmp_path) -> None:
+    """`extract mode=grid weights=<model's checkpoint>` on the val images stores exactly the cells the
+    end-to-end model's own trunk (`model.encoder`, ResNet-18 to layer2 at 32 px) makes of them."""
+    import torch
+
+    from updown_vqa.extraction.extractors import extract
+    from updown_vqa.features.loading import read_rows
+    from updown_vqa.features.store import FeatureStore
+
+    ckpt = save_module(model, tmp_path / "e2e.ckpt")
+    out = str(tmp_path / "learned.h5")
+    extract(extract_config(f"images={shapes_file(data_dir, 'images/val')}", f"out={out}", "mode=grid",
+                           f"weights={ckpt}", "num_workers=0", "device=cpu"))
+    store = FeatureStore(out)
+    assert store.attrs["backbone"] == "resnet18" and store.attrs["stage"] == "layer2"
+    assert store.attrs["image_size"] == 32 and store.feature_dim == model.hparams.feature_dim
+    batch = dm.datasets["val"][[0]]
+    with torch.no_grad():
+        expected = model.encoder(batch["images"])[0]  # [K, D]
+    image_id = int(dm.datasets["val"].image_ids[0])
+    stored = torch.from_numpy(read_rows(store, store.find([image_id]))["features"][0])
+    assert torch.allclose(stored, expected, atol=1e-4)
+
+
 def write_images(folder, sizes=((80, 60), (50, 70), (64, 64)), first_id=1) -> dict[int, str]:
     """RGB PNGs of the given (w, h), named COCO style; returns their paths by id."""
     os.makedirs(folder, exist_ok=True)

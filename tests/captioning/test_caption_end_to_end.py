@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import (
+    assert_extract_holds_trunk_cells,
     compose_config,
-    extract_config,
     run_module,
     save_module,
     shapes_file,
@@ -23,9 +23,6 @@ from updown_vqa.captioning.module import UpDownCaptioning
 from updown_vqa.captioning.scst import reward_scorer
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.training import build_model
-from updown_vqa.extraction.extractors import extract
-from updown_vqa.features.loading import read_rows
-from updown_vqa.features.store import FeatureStore
 
 
 def image_captions(data_dir: str, cache: str, **kwargs) -> ImageCaptionDataModule:
@@ -122,19 +119,8 @@ def test_train_command_end_to_end_and_the_mismatch_error_line(data_dir, tmp_path
 @pytest.mark.slow
 def test_extract_and_predict_caption_from_an_end_to_end_captioning_checkpoint(dm, data_dir, tmp_path):
     model = grid_captioner(dm).eval()
+    assert_extract_holds_trunk_cells(model, dm, data_dir, tmp_path)
     ckpt = save_module(model, tmp_path / "caption_e2e.ckpt")
-    out = str(tmp_path / "learned.h5")
-    extract(extract_config(f"images={shapes_file(data_dir, 'images/val')}", f"out={out}", "mode=grid",
-                           f"weights={ckpt}", "num_workers=0", "device=cpu"))
-    store = FeatureStore(out)
-    assert store.attrs["backbone"] == "resnet18" and store.attrs["stage"] == "layer2"
-    assert store.attrs["image_size"] == 32 and store.feature_dim == model.hparams.feature_dim
-    batch = dm.datasets["val"][[0]]
-    with torch.no_grad():
-        expected = model.encoder(batch["images"])[0]  # [K, D]
-    image_id = int(dm.datasets["val"].image_ids[0])
-    stored = torch.from_numpy(read_rows(store, store.find([image_id]))["features"][0])
-    assert torch.allclose(stored, expected, atol=1e-4)
 
     results = tmp_path / "captions.json"
     paths_and_builder = [o for o in tiny_overrides(data_dir, str(tmp_path)) if o.startswith(("paths.", "data.builder."))]

@@ -6,13 +6,15 @@ import os
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import extract_config, run_module, save_module, shapes_file, tiny_overrides
+from conftest import (
+    assert_extract_holds_trunk_cells,
+    run_module,
+    save_module,
+    tiny_overrides,
+)
 from test_image_data import image_module
 
 from updown_vqa.core.errors import UpdownError
-from updown_vqa.extraction.extractors import extract
-from updown_vqa.features.loading import read_rows
-from updown_vqa.features.store import FeatureStore
 from updown_vqa.vqa.inference import answer_image
 from updown_vqa.vqa.module import UpDownVQA
 
@@ -74,21 +76,7 @@ def test_model_and_data_that_disagree_are_one_error(dm):
 
 @pytest.mark.slow
 def test_extract_from_an_end_to_end_checkpoint_gives_its_cells(dm, data_dir, tmp_path):
-    model = grid_model(dm).eval()
-    ckpt = save_module(model, tmp_path / "e2e.ckpt")
-    out = str(tmp_path / "learned.h5")
-    cfg = extract_config(f"images={shapes_file(data_dir, 'images/val')}", f"out={out}", "mode=grid",
-                         f"weights={ckpt}", "num_workers=0", "device=cpu")
-    extract(cfg)
-    store = FeatureStore(out)
-    assert store.attrs["backbone"] == "resnet18" and store.attrs["stage"] == "layer2"
-    assert store.attrs["image_size"] == 32 and store.feature_dim == model.hparams.feature_dim
-    batch = dm.datasets["val"][[0]]
-    with torch.no_grad():
-        expected = model.encoder(batch["images"])[0]  # [K, D]
-    image_id = int(dm.datasets["val"].image_ids[0])
-    stored = torch.from_numpy(read_rows(store, store.find([image_id]))["features"][0])
-    assert torch.allclose(stored, expected, atol=1e-4)
+    assert_extract_holds_trunk_cells(grid_model(dm).eval(), dm, data_dir, tmp_path)
 
 
 @pytest.mark.slow

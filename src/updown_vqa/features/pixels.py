@@ -117,9 +117,18 @@ class ImageInputs:
     """What a task's data module changes to serve images instead of a feature store (put it first among
     the bases): plain loaders, decoding errors raised in the main process, grouped training batches
     (`group_by_image`; the dataset's `image_of()`), the image size for the model and no feature size.
-    The subclass sets `image_size`, `skip_bad_images` and `group_by_image`."""
+
+    `image_size`: side images are resized to; `skip_bad_images`: list and skip images that are missing
+    or do not decode (checked once in `setup`) instead of stopping; `group_by_image`: training batches
+    hold an image's rows together (each image encoded once per batch). The task's own arguments pass on.
+    """
 
     VISUAL = "images"
+
+    def __init__(self, *args, image_size: int = 128, skip_bad_images: bool = False, group_by_image: bool = True,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.image_size, self.skip_bad_images, self.group_by_image = image_size, skip_bad_images, group_by_image
 
     def grouped_sampler(self, split: str, shuffle: bool, batch_size: int) -> BatchSampler | None:
         """Training batches grouped by image (`group_by_image`); None where the task's own applies."""

@@ -52,19 +52,10 @@ def usable_questions(dataset: ImageQuestions, split: str, skip_bad: bool) -> np.
 class ImageVQADataModule(ImageInputs, VQADataModule):
     """VQADataModule whose splits give `images` (a folder, COCO-style names ending in the image id)
     instead of `features`: the same question files, preprocessing, answers and metrics.
-
-    `image_size`: side images are resized to; `skip_bad_images`: list and skip images that are missing
-    or do not decode (checked once in `setup`) instead of stopping; `group_by_image`: training batches
-    hold the questions of an image together (each image encoded once per batch).
+    Image settings (`image_size`, `skip_bad_images`, `group_by_image`): `ImageInputs`.
     """
 
     SETTINGS = {**VQADataModule.SETTINGS, **IMAGE_SETTINGS}
-
-    def __init__(self, train: dict, val: dict, cache_dir: str, test: dict | None = None,
-                 image_size: int = 128, skip_bad_images: bool = False, group_by_image: bool = True,
-                 **kwargs):
-        super().__init__(train, val, cache_dir, test, **kwargs)
-        self.image_size, self.skip_bad_images, self.group_by_image = image_size, skip_bad_images, group_by_image
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
