@@ -15,7 +15,7 @@ BASE = {"nonlinearity": "gated_tanh", "attention": "concat", "use_image": True, 
 def test_each_ablation_is_base_plus_one_change(ablation, change, tmp_path):
     cfg = compose_config(["experiment=ablations", f"ablation={ablation}"], str(tmp_path))
     assert {k: cfg.model[k] for k in BASE} == BASE | change
-    assert cfg.data.builder.num_train_images == 3000 and cfg.trainer.max_epochs == 18 and cfg.trainer.max_time is None
+    assert cfg.data.builder.num_train_images == 3000 and cfg.trainer.max_epochs == 32 and cfg.trainer.max_time is None
     assert cfg.paths.data_dir.endswith("data/ablations")  # not the default shapes' folder
 
 

@@ -54,3 +54,22 @@ def test_results_of_folders_without_a_finished_run_is_one_error_line(tmp_path, c
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "no finished run" in err[0]
+
+
+def test_a_run_that_validates_several_times_an_epoch_reports_its_best_validation_not_an_epochs_last(
+        tmp_path, capsys):
+    """SCST validates every 64 steps: its best (and best checkpoint) can fall mid-epoch; the row must give
+    the metrics of that validation, not of its epoch's last one."""
+    run = tmp_path / "scst"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- task=caption\n- stage=scst\n")
+    (run / ".hydra" / "config.yaml").write_text("checkpoint:\n  monitor: val/cider\n  mode: max\n")
+    (run / "metrics.csv").write_text("epoch,step,val/cider,val/bleu4\n"
+                                     "0,63,3.96,0.698\n0,127,3.95,0.687\n"
+                                     "1,191,4.34,0.733\n1,255,4.04,0.702\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "finished.json").write_text(json.dumps(
+        {"monitor": "val/cider", "best": 4.34, "wall_seconds": 60.0, "task": "caption scst", "epochs": 2}))
+    report_main(["--results", str(tmp_path)])
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| caption scst")][0]
+    assert "val/cider **4.340** (bleu4 0.733)" in row, row

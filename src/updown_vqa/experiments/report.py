@@ -22,9 +22,8 @@ MIN_PAIRS = 3  # fewer paired seeds: the difference is shown, no p-value
 
 
 def run_values(run: Run) -> dict[str, float]:
-    """`best` (the monitored value at the best epoch), every val/* there, epochs and wall seconds."""
-    epoch = run.best_epoch()
-    values = dict(run.curves.get(epoch, {})) if epoch is not None else {}
+    """`best` (the monitored value at the best validation), every val/* there, epochs and wall seconds."""
+    values = {k: v for k, v in run.best_validation().items() if k != "epoch"}
     best = values.get(run.monitor, run.summary.get("best", math.nan))
     values |= {"best": float(best), "epochs": float(max(run.curves) + 1 if run.curves else math.nan),
                "wall_seconds": float(run.summary.get("wall_seconds", math.nan))}

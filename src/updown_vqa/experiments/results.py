@@ -29,8 +29,7 @@ def value_cell(run: Run) -> str:
     best = run.summary.get("best")
     if best is None:
         return "–"
-    epoch = run.best_epoch()
-    at_best = run.curves.get(epoch, {}) if epoch is not None else {}
+    at_best = run.best_validation()
     others = [f"{k.removeprefix('val/')} {_number(at_best[k])}" for k in ALSO.get(run.monitor, ())
               if math.isfinite(at_best.get(k, math.nan))]
     return f"{run.monitor} **{_number(float(best))}**" + (f" ({', '.join(others)})" if others else "")

@@ -31,15 +31,17 @@ class Run:
     mode: str = "max"
     error: str = ""
     summary: dict = field(default_factory=dict)  # finished.json
-    curves: dict[int, dict[str, float]] = field(default_factory=dict)  # epoch -> {val/*: value}
+    curves: dict[int, dict[str, float]] = field(default_factory=dict)  # epoch -> {val/*: value} (its last)
+    validations: list[dict[str, float]] = field(default_factory=list)  # every validation: {epoch, val/*}
 
-    def best_epoch(self) -> int | None:
-        """The epoch with the best monitored value (the best checkpoint's)."""
-        scored = [e for e, m in self.curves.items() if math.isfinite(m.get(self.monitor, math.nan))]
+    def best_validation(self) -> dict[str, float]:
+        """The validation with the best monitored value (the best checkpoint's), {} if none. Runs that
+        validate several times an epoch (SCST) have their best anywhere in an epoch, not at its end."""
+        scored = [i for i, v in enumerate(self.validations) if math.isfinite(v.get(self.monitor, math.nan))]
         if not scored:
-            return None
-        sign = 1 if self.mode == "max" else -1  # ties: the first epoch, as ModelCheckpoint keeps it
-        return max(scored, key=lambda e: (sign * self.curves[e][self.monitor], -e))
+            return {}
+        sign = 1 if self.mode == "max" else -1  # ties: the first, as ModelCheckpoint keeps it
+        return self.validations[max(scored, key=lambda i: (sign * self.validations[i][self.monitor], -i))]
 
 
 def parse_overrides(lines: list[str]) -> dict[str, str]:
@@ -51,20 +53,28 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
     return out
 
 
-def read_curves(path: str) -> dict[int, dict[str, float]]:
-    """Every validation row of a CSVLogger metrics.csv: epoch -> {val/* metric: value}."""
-    curves: dict[int, dict[str, float]] = {}
+def read_validations(path: str) -> list[dict[str, float]]:
+    """Every validation row of a CSVLogger metrics.csv, in order: {"epoch": e, val/* metric: value}."""
+    rows: list[dict[str, float]] = []
     if not os.path.isfile(path):
-        return curves
+        return rows
     try:
         with open(path, newline="", encoding="utf-8") as f:
             for row in csv.DictReader(f):
                 values = {k: float(v) for k, v in row.items() if k.startswith("val/") and v not in ("", None)}
                 if values and row.get("epoch") not in ("", None):
-                    curves.setdefault(int(float(row["epoch"])), {}).update(values)
+                    rows.append({"epoch": int(float(row["epoch"])), **values})
     except (UnicodeDecodeError, ValueError, TypeError) as e:
         raise UpdownError(f"{path}: not a metrics.csv of CSVLogger ({type(e).__name__}: {e}); move it away or "
                           "restore it, then rerun") from None
+    return rows
+
+
+def curves_of(validations: list[dict[str, float]]) -> dict[int, dict[str, float]]:
+    """epoch -> {val/* metric: value} at the epoch's last validation (what the plots draw)."""
+    curves: dict[int, dict[str, float]] = {}
+    for row in validations:
+        curves.setdefault(int(row["epoch"]), {}).update({k: v for k, v in row.items() if k != "epoch"})
     return curves
 
 
@@ -73,7 +83,8 @@ def read_run(path: str) -> Run:
     overrides = parse_overrides(list(OmegaConf.load(os.path.join(path, ".hydra", "overrides.yaml"))))
     seed = overrides.pop("seed", "")
     overrides = {k: v for k, v in overrides.items() if not k.startswith(IGNORED)}
-    run = Run(path, overrides, seed, "unfinished", curves=read_curves(os.path.join(path, "metrics.csv")))
+    validations = read_validations(os.path.join(path, "metrics.csv"))
+    run = Run(path, overrides, seed, "unfinished", curves=curves_of(validations), validations=validations)
     config_path = os.path.join(path, ".hydra", "config.yaml")
     if os.path.isfile(config_path):
         checkpoint = OmegaConf.load(config_path).get("checkpoint") or {}
