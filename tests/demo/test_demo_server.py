@@ -16,8 +16,8 @@ from starlette.testclient import TestClient
 
 from updown_vqa.demo.app import build_app
 from updown_vqa.demo.session import Demo
+from updown_vqa.extraction.one_image import image_features
 from updown_vqa.features.loading import StoreSet
-from updown_vqa.vqa import inference
 from updown_vqa.vqa.inference import answer_image
 
 
@@ -135,8 +135,8 @@ def test_stored_regions_equal_the_features_recomputed_from_them(vqa_demo, data_d
     stored = StoreSet([shapes_paths(data_dir)[1]]).read([image_id])
     count = stored["num_boxes"][0]
     # the function answer makes an image's features with
-    boxes, features = inference.image_features(vqa_demo.model.hparams.feature_attrs, vqa_demo.images[image_id],
-                                               stored["boxes"][0, :count].tolist())
+    boxes, features = image_features(vqa_demo.model.hparams.feature_attrs, vqa_demo.images[image_id],
+                                     stored["boxes"][0, :count].tolist())
     np.testing.assert_allclose(features.numpy(), stored["features"][0, :count], rtol=1e-4, atol=1e-4)
 
 

@@ -3,8 +3,6 @@ and the per-word attention of one image (`visualize`)."""
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 from hydra.utils import instantiate
@@ -18,13 +16,10 @@ from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import refuse_overwriting_inputs
 from updown_vqa.core.settings import Number, OneOf, check_group, declared
-from updown_vqa.extraction.one_image import feature_recipe, image_features
+from updown_vqa.extraction.one_image import model_regions
 from updown_vqa.features.finite import require_finite
 from updown_vqa.features.loading import StoreSet
-from updown_vqa.features.pixels import decode
 from updown_vqa.vqa.pictures import find_image
-
-log = logging.getLogger(__name__)
 
 
 def load_captioner(path: str, device: str | None = None) -> UpDownCaptioning:
@@ -99,22 +94,7 @@ def caption_image(model: UpDownCaptioning, image, boxes=None, weights: str | Non
     """The greedy caption of any image, its features made by the checkpoint's recorded recipe (as
     `answer` makes them), or by its own trunk (model.visual=grid): its `words`, the regions' `boxes`
     [K, 4] and the `attention` [L, K] per word."""
-    if model.hparams.get("visual") == "grid":  # an end-to-end captioner: its cells are the regions
-        if boxes is not None:
-            log.warning("boxes are not used: an end-to-end captioner attends over the cells of its grid")
-        pixels, (w, h) = decode(image, int(model.hparams.image_size))
-        with torch.no_grad():
-            inputs = {"images": pixels[None].to(model.device),
-                      "image_index": torch.zeros(1, dtype=torch.long, device=model.device)}
-            features, mask = model.eval().regions(inputs)  # [1, K, D], [1, K]
-        kept = features[0, :, -4:].float().cpu() * torch.tensor([w, h, w, h])  # cell boxes x1/w y1/h x2/w y2/h
-        batch = {"features": features, "mask": mask}
-    else:
-        recipe = feature_recipe(model.hparams.get("feature_attrs"), source, weights)
-        kept, features = image_features(recipe, image, boxes, device)  # [K, 4], [K, D]
-        if features.shape[1] != model.hparams.feature_dim:
-            raise UpdownError(f"image={image}: {features.shape[1]}-d features, but the model takes "
-                              f"{model.hparams.feature_dim}-d ones")
-        batch = {"features": features[None], "mask": torch.ones(1, len(features), dtype=torch.bool)}
+    kept, features, mask = model_regions(model, image, boxes, weights, device, source)  # [K, 4], [1, K, D], [1, K]
+    batch = {"features": features, "mask": mask}
     words, attention = caption_attention(model, batch)  # [L], [L, K]
     return {"words": words, "boxes": kept.numpy(), "attention": attention.float().numpy()}

@@ -17,6 +17,7 @@ from updown_vqa.core.devices import choose_device
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.extraction.extractors import MODES, build_extractor
 from updown_vqa.features.images import load_pixels
+from updown_vqa.features.pixels import decode
 from updown_vqa.features.rois import grid_boxes, weights_record
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,31 @@ def image_features(recipe: dict, image: str, boxes=None, device: str | None = No
     with torch.inference_mode():
         [(kept, features, *_)] = extractor(pixels[None].to(device), [size], [0])
     return kept.float().cpu(), features.float().cpu()
+
+
+def model_regions(model, image, boxes=None, weights: str | None = None, device: str | None = None,
+                  source: str = "the checkpoint") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image's regions as a checkpoint's model (VQA or captioning) reads them: the boxes [K, 4] in
+    image pixels, features [1, K, D] and mask [1, K] on the model's device. An end-to-end model
+    (`visual=grid`) encodes the pixels with its own trunk, its cells the regions; any other gets them
+    from the recipe of the feature store it was trained on (`feature_recipe`)."""
+    hp = model.hparams
+    if hp.get("visual") == "grid":
+        if boxes is not None:
+            log.warning("boxes= is not used: an end-to-end model attends over the cells of its grid")
+        pixels, (w, h) = decode(image, int(hp.image_size))
+        inputs = {"images": pixels[None].to(model.device),
+                  "image_index": torch.zeros(1, dtype=torch.long, device=model.device)}
+        with torch.no_grad():
+            features, mask = model.eval().regions(inputs)  # [1, K, D], [1, K]
+        kept = features[0, :, -4:].float().cpu() * torch.tensor([w, h, w, h])  # cell boxes x1/w y1/h x2/w y2/h
+        return kept, features, mask
+    recipe = feature_recipe(hp.get("feature_attrs"), source, weights)
+    kept, features = image_features(recipe, image, boxes, device)  # [K, 4], [K, D]
+    if features.shape[1] != hp.feature_dim:
+        raise UpdownError(f"image={image}: {features.shape[1]}-d features, but the model takes "
+                          f"{hp.feature_dim}-d ones")
+    return kept, features[None].to(model.device), torch.ones(1, len(features), dtype=torch.bool, device=model.device)
 
 
 def _boxes_or_grid(boxes, recipe: dict, stride: int, size: tuple[int, int]) -> np.ndarray:

@@ -20,10 +20,10 @@ from updown_vqa.core.io import refuse_overwriting_inputs, write_json
 from updown_vqa.core.sampling import BatchSampler
 from updown_vqa.core.settings import Number, OneOf, check_group, declared
 from updown_vqa.core.text import UNK, Vocabulary, tokenize
-from updown_vqa.extraction.one_image import feature_recipe, image_features
+from updown_vqa.extraction.one_image import model_regions
 from updown_vqa.features.finite import require_finite
 from updown_vqa.features.loading import StoreSet
-from updown_vqa.features.pixels import check_images, decode, image_paths
+from updown_vqa.features.pixels import check_images, image_paths
 from updown_vqa.vqa.data import VQADataset
 from updown_vqa.vqa.evaluation import evaluate
 from updown_vqa.vqa.images import ImageQuestions, usable_questions
@@ -182,38 +182,16 @@ def ask_image(model: UpDownVQA, image, question: str, boxes=None, top_k: int = 5
     words, vocab = tokenize([question]), Vocabulary(hp.vocab)
     tokens, lengths = vocab.encode(words, hp.max_question_length)
     batch = {"tokens": torch.from_numpy(tokens), "lengths": torch.from_numpy(lengths)}
-    grid = hp.get("visual") == "grid"
-    if grid:  # an end-to-end model: its own trunk encodes the pixels
-        if boxes is not None:
-            log.warning("boxes= is not used: an end-to-end model attends over the cells of its grid")
-        pixels, (w, h) = decode(image, int(hp.image_size))
-        batch |= {"images": pixels[None], "image_index": torch.zeros(1, dtype=torch.long)}
-    else:
-        kept, regions = _image_regions(hp, source, image, boxes, weights, device)
-        batch |= regions
+    kept, features, mask = model_regions(model, image, boxes, weights, device, source)  # [K, 4], [1, K, D], [1, K]
     with torch.no_grad():
         inputs = {k: v.to(model.device) for k, v in batch.items()}
-        features, mask = model.eval().regions(inputs)  # [1, K, D], [1, K]
-        logits, attention = model.model(inputs["tokens"], inputs["lengths"], features, mask,
-                                         return_attention=True)  # [1, A], [1, K]
-    if grid:  # each cell's feature ends with its box x1/w y1/h x2/w y2/h (features.grid)
-        kept = features[0, :, -4:].float().cpu() * torch.tensor([w, h, w, h])  # [K, 4]
+        logits, attention = model.eval().model(inputs["tokens"], inputs["lengths"], features, mask,
+                                                return_attention=True)  # [1, A], [1, K]
     scores = torch.sigmoid(logits[0]).cpu()  # [A]
     top = scores.topk(min(top_k, len(scores)))
     return {"answers": [(hp.answers[i], float(s)) for s, i in zip(top.values, top.indices.tolist())],
             "boxes": kept.numpy(), "attention": attention[0].float().cpu().numpy(),
             "tokens": read_tokens(words[0], vocab, hp.max_question_length)}
-
-
-def _image_regions(hp, source: str, image, boxes, weights: str | None, device: str | None):
-    """The kept boxes [K, 4], and features [1, K, D] with mask [1, K], of an image, made by the recipe
-    of the model's feature store."""
-    recipe = feature_recipe(hp.get("feature_attrs"), source, weights)
-    kept, features = image_features(recipe, image, boxes, device)  # [K, 4], [K, D]
-    if features.shape[1] != hp.feature_dim:
-        raise UpdownError(f"image={image}: {features.shape[1]}-d features, but the model takes "
-                          f"{hp.feature_dim}-d ones")
-    return kept, {"features": features[None], "mask": torch.ones(1, len(features), dtype=torch.bool)}
 
 
 def read_tokens(words: list[str], vocab: Vocabulary, max_length: int) -> list[dict]:
