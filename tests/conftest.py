@@ -17,6 +17,10 @@ from updown_vqa.core.paths import config_dir
 from updown_vqa.datasets.shapes import ShapesBuilder
 
 TINY_SHAPES = {"num_train_images": 120, "num_val_images": 40, "image_size": 64}
+# For tests that signal or cancel a tiny training while it runs: batch 4 makes about 140 steps an
+# epoch, so a run is still training seconds after its first checkpoint (at batch 32 an epoch took
+# about 0.2 s, and a run could end before the signal reached it).
+SLOW_EPOCHS = ["data.batch_size=4", "trainer.max_epochs=3"]
 
 
 @pytest.fixture(scope="session")

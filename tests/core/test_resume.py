@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import compose_config, run_module, tiny_overrides
+from conftest import SLOW_EPOCHS, compose_config, run_module, tiny_overrides
 
 from updown_vqa.core.checkpointing import AtomicCheckpointIO, read_checkpoint
 from updown_vqa.core.errors import UpdownError
@@ -85,7 +85,7 @@ def test_a_finished_run_is_reported_not_retrained(finished, capsys):
 
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
-    args = overrides(data_dir, tmp_path, "run", "checkpoint.every_n_train_steps=2", "trainer.max_epochs=5")
+    args = overrides(data_dir, tmp_path, "run", "checkpoint.every_n_train_steps=2", *SLOW_EPOCHS)
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     process = subprocess.Popen([sys.executable, "-m", "updown_vqa.train", *args], env=env, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -99,7 +99,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(data_dir, tmp_path):
     assert "stopped by SIGTERM at epoch 0" in stdout and "run the same command to resume" in stdout
     saved = read_checkpoint(str(last))
     position = saved["callbacks"]["ResumeState"]["position"]
-    assert 2 <= saved["global_step"] < 10 and position == {"epoch": 0, "start_batch": saved["global_step"]}
+    assert saved["global_step"] >= 2 and position == {"epoch": 0, "start_batch": saved["global_step"]}
     assert not (last.parent / "finished.json").exists()
 
 

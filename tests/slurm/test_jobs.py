@@ -12,7 +12,7 @@ import time
 import h5py
 import numpy as np
 import pytest
-from conftest import tiny_overrides, write_images
+from conftest import SLOW_EPOCHS, tiny_overrides, write_images
 
 from updown_vqa.core.paths import project_root
 
@@ -63,7 +63,7 @@ def test_the_documented_sbatch_script_survives_sigusr1_and_finishes(slurm_cluste
     assert "--signal=USR1@120 --requeue" in script and "srun python -m updown_vqa.train name=big" in script
     script = re.sub(r"#SBATCH --nodes=1 .*\n", "#SBATCH --nodes=1 --ntasks-per-node=1 --cpus-per-task=1\n", script)
     script = script.replace("trainer=ddp trainer.devices=4",
-                            " ".join(tiny_overrides(data_dir, str(tmp_path / "out")) + ["trainer.max_epochs=3"]))
+                            " ".join(tiny_overrides(data_dir, str(tmp_path / "out")) + SLOW_EPOCHS))
     cluster = type(slurm_cluster)(env_with_python(slurm_cluster), slurm_cluster.partition, slurm_cluster.conf)
     log = tmp_path / "job.out"
     job = submit(cluster, script, tmp_path, log)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_overrides
+from conftest import SLOW_EPOCHS, tiny_overrides
 
 from updown_vqa.experiments.report import write_report
 from updown_vqa.experiments.runs import find_runs
@@ -70,7 +70,7 @@ def test_sigusr1_before_and_during_training_requeues_and_ends_with_the_uninterru
     """Two jobs of one sweep (the same training): job 0 gets SIGUSR1 before fit, job 1 during its
     second epoch; both are requeued, come back and finish; the sweep waits for them and exits 0."""
     sweep_dir = tmp_path / "sweep"
-    training = [*tiny_overrides(data_dir, str(tmp_path / "out")), "trainer.max_epochs=3"]
+    training = [*tiny_overrides(data_dir, str(tmp_path / "out")), *SLOW_EPOCHS]
     sweep = subprocess.Popen(SWEEP + training + [f"hydra.sweep.dir={sweep_dir}", "hydra.launcher.cpus_per_task=1",
                                                  "checkpoint.every_n_minutes=30,31"],  # the same training twice
                              env=slurm_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -102,14 +102,14 @@ def test_a_cancelled_job_is_reported_unfinished_and_the_same_command_completes_i
     exits 1 naming job 0, the report lists it and averages only job 1; the same command again finishes
     job 0 from its last.ckpt and reports job 1 without retraining it."""
     sweep_dir = tmp_path / "sweep"
-    command = SWEEP + [*tiny_overrides(data_dir, str(tmp_path / "out")), "trainer.max_epochs=3",
+    command = SWEEP + [*tiny_overrides(data_dir, str(tmp_path / "out")), *SLOW_EPOCHS,
                        f"hydra.sweep.dir={sweep_dir}", "seed=0,1"]
     sweep = subprocess.Popen(command, env=slurm_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     cancelled = job_id(sweep_dir, 0)
     wait_for(lambda: (sweep_dir / "0" / "checkpoints" / "last.ckpt").exists(), "job 0's first epoch")
     subprocess.run(["scancel", cancelled], env=slurm_cluster.env, check=True)
     out, err = sweep.communicate(timeout=600)
-    assert sweep.returncode == 1
+    assert sweep.returncode == 1, (out + err)[-3000:]
     lines = error_lines(out + err)
     assert len(lines) == 1 and f"1 of 2 SLURM jobs did not finish: {cancelled} (seed=0)" in lines[0], lines
     assert "Traceback" not in err
