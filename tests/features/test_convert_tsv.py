@@ -2,6 +2,8 @@
 
 import base64
 import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -81,6 +83,37 @@ def test_two_shards_convert_bit_for_bit(shards, tmp_path, layout):
     assert store.attrs["extractor"] == "bottom-up-tsv"
     assert store.attrs["source"] == ["a.tsv", "b.tsv"] and store.attrs["dtype"] == "float32"
     assert not os.path.exists(out + ".work.h5") and not os.path.exists(out + ".tmp")
+
+
+def test_standard_input_converts_bit_for_bit_through_a_pipe(shards, tmp_path):
+    """`cat shards | convert_tsv -`: the store of the files themselves, the TSV read once from the pipe."""
+    paths, rows = shards
+    out = str(tmp_path / "out.h5")
+    cat = subprocess.Popen(["cat", *paths], stdout=subprocess.PIPE)
+    result = subprocess.run([sys.executable, "-m", "updown_vqa.features.convert_tsv", "-", "--out", out],
+                            stdin=cat.stdout, capture_output=True, text=True, timeout=120)
+    cat.wait()
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"wrote {out}: 8 images" in result.stdout
+    assert "not checked up front (give --tsv-bytes)" in result.stderr  # a stream of unknown size
+    assert_bits_equal(out, rows)
+    assert FeatureStore(out).attrs["source"] == ["stdin"]
+
+
+def test_a_bad_line_on_standard_input_is_named_by_its_line(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "a.tsv"
+    write_tsv(str(path), make_rows([1, 2]))
+    path.write_bytes(path.read_bytes() + b"3\t640\n")
+    with open(path, "rb") as f:
+        monkeypatch.setattr(sys, "stdin", f)
+        assert main(["-", "--out", str(tmp_path / "o.h5"), "--tsv-bytes", str(path.stat().st_size)]) == 1
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # and the progress bar
+    assert line.startswith("error: stdin:3: ") and "a rerun resumes" in line
+
+
+def test_standard_input_can_be_given_once(shards, tmp_path, capsys):
+    assert main(["-", shards[0][0], "-", "--out", str(tmp_path / "o.h5")]) == 1
+    assert "given more than once" in capsys.readouterr().err
 
 
 def test_float16_equals_the_numpy_cast(tmp_path):

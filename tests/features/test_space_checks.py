@@ -84,6 +84,18 @@ def test_convert_refuses_a_store_larger_than_the_free_space_up_front(tmp_path, m
     assert convert_main([*paths, "--out", out]) == 0
 
 
+def test_standard_input_of_a_given_size_is_checked_up_front(tmp_path, monkeypatch, capsys):
+    """`unzip -p ... | convert_tsv - --tsv-bytes N`: N sizes the store before anything is written."""
+    paths, _ = write_shards(tmp_path, make_rows(range(1, 9)))
+    monkeypatch.setenv("UPDOWN_FREE_BYTES", "1000")
+    with open(paths[0], "rb") as f:
+        monkeypatch.setattr("sys.stdin", f)
+        assert convert_main(["-", "--out", str(tmp_path / "features.h5"), "--tsv-bytes", "1000000"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "store needs about" in err[0] and "GB free" in err[0], err
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("features.h5")]
+
+
 def test_a_resumed_conversion_counts_the_work_already_on_disk(tmp_path, monkeypatch):
     from updown_vqa.features.work import check_space
 

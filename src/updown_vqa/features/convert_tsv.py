@@ -6,6 +6,10 @@ arrays [num_boxes, 4] (pixels, x1 y1 x2 y2) and [num_boxes, D]. Streams in bound
 from the StoreWriter work file after an interruption:
 
     python -m updown_vqa.features.convert_tsv trainval_36/*.tsv --out features.h5 --dtype float16
+
+`-` reads standard input, so the TSV need never be on the disk (49 GB for trainval_36), e.g.
+`unzip -p trainval_36.zip | python -m updown_vqa.features.convert_tsv - --tsv-bytes N --out ...`; give
+the stream's size (`unzip -l`) for the up-front disk check and the progress bar.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from updown_vqa.core.cli import as_error
 from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.io import refuse_overwriting_inputs
 from updown_vqa.features.tsv import (
+    STDIN,
     BadLine,
-    first_feature_dim,
+    input_name,
     parse_line,
+    peek_feature_dim,
     read_lines,
 )
 from updown_vqa.features.work import check_inputs, check_space, remove_inputs
@@ -38,12 +44,14 @@ class Converter:
         self.writer, self.skip_bad, self.progress = writer, skip_bad, progress
         self.seen: set[int] = set()
         self.bad: list[str] = []
-        self.resumed = 0
+        self.resumed, self.bytes = 0, 0
 
-    def convert_file(self, path: str) -> None:
-        """Add every line of one TSV file."""
-        for number, (fields, size) in enumerate(read_lines(path), 1):
+    def convert_file(self, path: str, lines) -> None:
+        """Add every line of one TSV input (`lines`: read_lines of it)."""
+        path = input_name(path)
+        for number, (fields, size) in enumerate(lines, 1):
             self.progress.update(size)
+            self.bytes += size
             if len(fields) > 1 or len(fields[0]):  # blank lines are ignored
                 try:
                     self.convert_line(fields)
@@ -93,37 +101,55 @@ def convert(
     restart: bool = False,
     progress: bool = True,
     allow_nonfinite: bool = False,
+    tsv_bytes: int | None = None,
 ) -> dict[str, object]:
-    """Convert TSV files into the store at `out`; returns counts of images, resumed and bad lines."""
-    refuse_overwriting_inputs("--out", out, {"input TSV": list(paths)})
-    missing = [p for p in paths if not os.path.isfile(p)]
+    """Convert TSV files (`-`: standard input, of about `tsv_bytes` if given) into the store at `out`;
+    returns counts of images, resumed and bad lines, and the bytes read."""
+    files = [p for p in paths if p != STDIN]
+    if len(files) < len(paths) - 1:
+        raise UpdownError("- (standard input) is given more than once; it can be read only once")
+    refuse_overwriting_inputs("--out", out, {"input TSV": files})
+    missing = [p for p in files if not os.path.isfile(p)]
     if missing:
         raise UpdownError(f"TSV file(s) not found: {', '.join(missing)}")
     attrs = {
         "extractor": "bottom-up-tsv",
-        "source": [os.path.basename(p) for p in paths],
+        "source": [os.path.basename(p) if p != STDIN else "stdin" for p in paths],
         "dtype": dtype,
     }
-    total = sum(os.path.getsize(p) for p in paths)
-    dim = first_feature_dim(paths)
-    check_space(out, store_bytes(total, dim, dtype), restart, "convert with --dtype float16" if dtype == "float32"
-                else "convert fewer shards")
+    known = files == paths or tsv_bytes is not None
+    total = sum(os.path.getsize(p) for p in files) + (tsv_bytes or 0)
+    lines, dim = {p: read_lines(p) for p in paths}, None
+    for path in paths:
+        dim, lines[path] = peek_feature_dim(lines[path])
+        if dim is not None:
+            break
+    if dim is None:
+        raise UpdownError(f"{', '.join(map(input_name, paths))}: no valid bottom-up-attention TSV lines")
+    if known:
+        check_space(out, store_bytes(total, dim, dtype), restart, "convert with --dtype float16"
+                    if dtype == "float32" else "convert fewer shards")
+    else:
+        print("convert_tsv: standard input's size is unknown, so the disk's free space is not checked up front "
+              "(give --tsv-bytes)", file=sys.stderr)
     # size, mtime and the ends' hash, and ctime and inode: an edit in the middle that keeps size and mtime
-    # still moves the ctime, which no user can set back
-    check_inputs(out, {f"input {i + 1}": file_identity(p) | file_state(p) for i, p in enumerate(paths)}, restart,
-                 "--restart")
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=not progress)
+    # still moves the ctime, which no user can set back. Standard input cannot be identified: a resume
+    # from it keeps the images already written and adds the others.
+    check_inputs(out, {f"input {i + 1}": file_identity(p) | file_state(p) if p != STDIN else "stdin"
+                       for i, p in enumerate(paths)}, restart, "--restart")
+    bar = tqdm(total=total if known else None, unit="B", unit_scale=True, desc="convert", disable=not progress)
     with bar, StoreWriter(out, dim, dtype, attrs, not restart, allow_nonfinite) as writer:
         converter = Converter(writer, skip_bad, bar)
         for path in paths:
-            converter.convert_file(path)
+            converter.convert_file(path, lines[path])
         if not writer.done_ids:
-            raise UpdownError(f"{', '.join(paths)}: no valid lines; nothing to write to {out}")
+            raise UpdownError(f"{', '.join(map(input_name, paths))}: no valid lines; nothing to write to {out}")
         bar.set_postfix(images=len(writer.done_ids), bad=len(converter.bad), refresh=False)
         bar.close()
         writer.finalize(layout)
     remove_inputs(out)
-    return {"images": len(writer.done_ids), "resumed": converter.resumed, "bad": converter.bad}
+    return {"images": len(writer.done_ids), "resumed": converter.resumed, "bad": converter.bad,
+            "tsv_bytes": converter.bytes}
 
 
 def store_bytes(tsv_bytes: int, dim: int, dtype: str) -> int:
@@ -136,7 +162,10 @@ def store_bytes(tsv_bytes: int, dim: int, dtype: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Command line: convert TSV files, print a summary; errors are one line on stderr."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("tsv", nargs="+", help="input TSV file(s), e.g. all shards of one split")
+    parser.add_argument("tsv", nargs="+", help="input TSV file(s), e.g. all shards of one split; - reads "
+                        "standard input")
+    parser.add_argument("--tsv-bytes", type=int, help="the size of standard input's TSV, if known: for the "
+                        "up-front disk check and the progress bar")
     parser.add_argument("--out", required=True, help="output feature store (.h5)")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     parser.add_argument("--layout", choices=("padded", "flat"), default="padded")
@@ -146,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         summary = convert(args.tsv, args.out, args.dtype, args.layout, args.skip_bad, args.restart,
-                          allow_nonfinite=args.allow_nonfinite)
+                          allow_nonfinite=args.allow_nonfinite, tsv_bytes=args.tsv_bytes)
     except (UpdownError, OSError, RuntimeError) as e:
         e = e if isinstance(e, UpdownError) else as_error(e)
         if e is None:

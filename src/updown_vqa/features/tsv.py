@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
+import sys
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -14,6 +16,7 @@ from updown_vqa.core.errors import UpdownError
 
 FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
 READ_BYTES = 16 << 20  # bytes read from the TSV at a time
+STDIN = "-"  # an input path that means standard input (e.g. `unzip -p trainval_36.zip | ...`)
 
 
 class BadLine(UpdownError):
@@ -36,14 +39,21 @@ def write_tsv(path: str, rows: Iterable[tuple[int, int, int, np.ndarray, np.ndar
             f.write(head + encoded[0] + b"\t" + encoded[1] + b"\r\n")  # csv's line ending
 
 
+def input_name(path: str) -> str:
+    """How errors and the store's attributes name an input."""
+    return "stdin" if path == STDIN else path
+
+
 def read_lines(path: str) -> Iterator[tuple[list[memoryview], int]]:
-    """Each line's tab-separated fields and its size in bytes, read in large blocks.
+    """Each line's tab-separated fields and its size in bytes, read in large blocks from the file at
+    `path` or, for `-`, from standard input (read once: a pipe cannot be read again).
 
     The fields are views into one reused buffer, valid until the next line is asked for: the big
     base64 fields go to the decoder without being copied (fresh copies cost page faults too).
     """
     buf, start, end = bytearray(READ_BYTES), 0, 0  # buf[start:end] is read but not yet yielded
-    with open(path, "rb", buffering=0) as f:
+    source = (sys.stdin.fileno(), False) if path == STDIN else (path, True)
+    with open(source[0], "rb", buffering=0, closefd=source[1]) as f:
         while True:
             newline = buf.find(b"\n", start, end)
             if newline >= 0:
@@ -128,12 +138,15 @@ def parse_line(fields: list[memoryview], feature_dim: int | None = None):
     return image_id, image_w, image_h, boxes.reshape(num_boxes, 4), features.reshape(num_boxes, dim)
 
 
-def first_feature_dim(paths: list[str]) -> int:
-    """The feature size D of the first valid line (bad lines are reported during the conversion)."""
-    for path in paths:
-        for fields, _ in read_lines(path):
-            try:
-                return parse_line(fields)[4].shape[1]
-            except BadLine:
-                continue
-    raise UpdownError(f"{', '.join(paths)}: no valid bottom-up-attention TSV lines")
+def peek_feature_dim(lines: Iterator[tuple[list[memoryview], int]]) -> tuple[int | None, Iterator]:
+    """The feature size D of the first valid line of `lines` (None if there is none), and the lines
+    again from the start: those read to find it are copied (the views die with the next read) and put
+    back, so a pipe is read once. Bad lines are reported during the conversion."""
+    read = []
+    for fields, size in lines:
+        read.append(([memoryview(bytes(f)) for f in fields], size))
+        try:
+            return parse_line(fields)[4].shape[1], itertools.chain(read, lines)
+        except BadLine:
+            continue
+    return None, iter(read)
