@@ -20,9 +20,10 @@ def test_the_memory_slope_is_per_100_steps():
 
 
 @pytest.mark.slow  # every stage starts a Python process of its own (about a minute in all)
-def test_scale_reports_every_stage_and_removes_its_data(tmp_path):
+@pytest.mark.parametrize("tsv", ["files", "pipe"])
+def test_scale_reports_every_stage_and_removes_its_data(tmp_path, tsv):
     result = run_module("updown_vqa.bench", "scale", *TINY, "--dir", str(tmp_path / "bench"), "--cold", "no",
-                        timeout=900)
+                        "--tsv", tsv, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     assert sorted(os.listdir(tmp_path / "bench")) == ["scale_0.0005_float16.json", "scale_0.0005_float16.md"]
     report = json.loads((tmp_path / "bench" / "scale_0.0005_float16.json").read_text())
@@ -43,7 +44,13 @@ def test_scale_reports_every_stage_and_removes_its_data(tmp_path):
     assert stages["train"]["rss_mb"][0] > 100 and stages["train"]["train_flops_per_sample"] > 0
     assert "rss_slope_mb_per_100_steps" in stages["train"]
     assert stages["checkpoint"]["output_mb"] > 0 and stages["predict"]["output_mb"] > 0
-    assert report["disk_peak_gb"] > 61 * 36 * 2048 * (4 * 4 / 3) / 1e9  # the TSV shards
+    tsv_gb, store_gb = 61 * 36 * 2048 * (4 * 4 / 3) / 1e9, stages["convert"]["output_mb"] / 1e3
+    assert stages["convert"]["tsv_gb"] > tsv_gb
+    if tsv == "files":
+        assert report["disk_peak_gb"] > tsv_gb  # the TSV shards
+    else:  # the TSV went through a pipe: at most the store's work file and its final copy were on the disk
+        assert report["disk_peak_gb"] < 2.2 * store_gb < tsv_gb
+        assert stages["convert"]["tsv_cpu_s"] > 0 and stages["convert"]["tsv_peak_rss_mb"] > 20
     table = result.stdout
     assert "load 1 workers warm" in table and "RSS slope" in table and "disk used at most" in table
     markdown = (tmp_path / "bench" / "scale_0.0005_float16.md").read_text()

@@ -20,6 +20,7 @@ from updown_vqa.core.errors import UpdownError
 from updown_vqa.datasets.vqa2_synthetic import FULL_SIZES
 
 PAPER_MIN_ANSWER_COUNT = 9  # data=vqa2's threshold on train answers, scaled with the fraction
+DISK_POLL_S = 0.25  # how often a stage's disk use is sampled
 
 
 def add_arguments(parser) -> None:
@@ -38,6 +39,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cold", default="auto", choices=["auto", "no"],
                         help="also time cold epochs, the store evicted from the page cache (default auto)")
     parser.add_argument("--shards", type=int, default=4, help="TSV shards (the public trainval_36 has 4)")
+    parser.add_argument("--tsv", default="files", choices=["files", "pipe"],
+                        help="files: write the TSV shards, then convert them; pipe: generate the TSV into "
+                        "convert_tsv's standard input (`convert_tsv -`), so it is never on the disk (49 GB at "
+                        "full size)")
 
 
 def spec(args, work: str) -> dict:
@@ -46,7 +51,7 @@ def spec(args, work: str) -> dict:
     files = {s: {"questions": os.path.join(json_dir, f"v2_OpenEnded_mscoco_{s}_questions.json"),
                  "annotations": os.path.join(json_dir, f"v2_mscoco_{s}_annotations.json")} for s in FULL_SIZES}
     return {"fraction": args.fraction, "dtype": args.dtype, "seed": 0, "boxes": 36, "dim": 2048,
-            "shards": args.shards, "json_dir": json_dir, "files": files, "tsv_dir": os.path.join(work, "tsv"),
+            "shards": args.shards, "tsv": args.tsv, "work": work, "json_dir": json_dir, "files": files, "tsv_dir": os.path.join(work, "tsv"),
             "store": os.path.join(work, "trainval_36.h5"), "cache_dir": os.path.join(work, "cache"),
             "min_answer_count": max(1, round(PAPER_MIN_ANSWER_COUNT * args.fraction)),
             "batch_size": args.batch_size, "train_batch_size": args.train_batch_size, "hidden_dim": args.hidden_dim, "steps": args.steps,
@@ -57,7 +62,14 @@ def spec(args, work: str) -> dict:
 def folder_bytes(path: str) -> int:
     if os.path.isfile(path):
         return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(path) for n in names)
+    return sum(_size(os.path.join(d, n)) for d, _, names in os.walk(path) for n in names)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:  # removed while the folder was walked (a stage's work file, renamed)
+        return 0
 
 
 def evict(path: str) -> str:
@@ -82,13 +94,20 @@ def _file_name(name: str) -> str:
 
 def run_stage(name: str, argv: list[str], work: str, env: dict | None = None) -> dict:
     """Run one stage as a child process; its wall and CPU time and peak RSS from its own accounting
-    (wait4: the process and the workers it waited for), and what it wrote to its result file, if any."""
+    (wait4: the process and the workers it waited for), the run folder's largest size while it ran
+    (sampled every DISK_POLL_S: a conversion's work file and final copy exist together only for a while),
+    and what it wrote to its result file, if any."""
     result_path = os.path.join(work, f"{_file_name(name)}.result.json")
     log_path = os.path.join(work, f"{_file_name(name)}.log")
-    load_before, start = os.getloadavg()[0], time.perf_counter()
+    load_before, start, disk = os.getloadavg()[0], time.perf_counter(), 0
     with open(log_path, "w") as log:
         child = subprocess.Popen([sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT, env=os.environ | (env or {}))
-        _, status, usage = os.wait4(child.pid, 0)
+        while True:
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            disk = max(disk, folder_bytes(work))
+            if pid:
+                break
+            time.sleep(DISK_POLL_S)
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         with open(log_path) as f:
@@ -99,7 +118,7 @@ def run_stage(name: str, argv: list[str], work: str, env: dict | None = None) ->
         with open(result_path) as f:
             found = json.load(f)
     return {"stage": name, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "load_before": load_before, "load_after": os.getloadavg()[0],
-            **found}
+            "disk_gb": disk / 1e9, **found}
 
 
 class Stages:
@@ -127,7 +146,7 @@ class Stages:
                                       *command], self.work, env)
             if output:
                 record["output_mb"] = folder_bytes(output) / 1e6
-            record |= (extra or {}) | {"disk_gb": folder_bytes(self.work) / 1e9}
+            record |= (extra or {}) | {"disk_gb": max(record["disk_gb"], folder_bytes(self.work) / 1e9)}
             with open(saved, "w") as f:
                 json.dump(record, f)
         self.add(record)

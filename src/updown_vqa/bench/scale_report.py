@@ -17,6 +17,9 @@ def _rate(stage: dict) -> str:
     if "rss_slope_mb_per_100_steps" in stage:
         return (f"{stage['step_s']:.2f} s/step; RSS slope {stage['rss_slope_mb_per_100_steps']:+.1f} MB/100 "
                 f"steps, workers {stage['worker_pss_slope_mb_per_100_steps']:+.1f}")
+    if "tsv_cpu_s" in stage:
+        return (f"{stage['tsv_gb']:.2f} GB TSV in through a pipe (its generator: {stage['tsv_cpu_s']:.0f} CPU s, "
+                f"{stage['tsv_peak_rss_mb']:.0f} MB)")
     if "tsv_gb" in stage:
         return f"{stage['tsv_gb']:.2f} GB TSV in"
     return ""
@@ -48,10 +51,12 @@ def table(report: dict, markdown: bool = False) -> str:
 
 
 def heading(report: dict) -> str:
-    sizes = report["sizes"]
+    sizes, settings = report["sizes"], report["settings"]
     return (f"VQA v2 at fraction {report['fraction']:g} ({report['dtype']} store): "
             f"{sizes['train2014']['questions']:,} + {sizes['val2014']['questions']:,} questions, "
             f"{sizes['train2014']['images']:,} + {sizes['val2014']['images']:,} images of 36 x 2048; "
+            f"train: {settings['steps']} steps at hidden {settings['hidden_dim']}, batch "
+            f"{settings['train_batch_size']}; TSV as {settings.get('tsv', 'files')}; "
             f"{report['cpus']} CPUs, {report['date']}; disk used at most {report['disk_peak_gb']:.2f} GB; "
             "load = 1-min load average before-after each stage (the machine may be shared)")
 
@@ -118,7 +123,7 @@ def plot(reports: list[dict], path: str) -> None:
         for handle, name in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(name, handle)
     fig.legend(list(handles.values()), list(handles), fontsize=8, loc="center right")
-    fig.suptitle("bench scale: the cost of each stage against the data's size (log-log; shared 2-CPU machine)")
+    fig.suptitle(f"bench scale: the cost of each stage against the data's size (log-log; {reports[0]['cpus']} CPUs)")
     fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(path, dpi=80)
 

@@ -12,10 +12,12 @@ its parent's pages too: their PSS is in the result where the stage samples it).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import resource
 import runpy
+import subprocess
 import sys
 import time
 
@@ -27,30 +29,54 @@ FEATURES_PER_BLOCK = 64  # images whose random features are drawn at once
 
 
 def generate(spec: dict) -> dict:
-    """VQA v2 json files at the fraction, and bottom-up TSV shards of 36 x 2048 random float32 features."""
+    """VQA v2 json files at the fraction, and (`tsv: files`) bottom-up TSV shards of 36 x 2048 random
+    float32 features; with `tsv: pipe` the convert stage generates the TSV into its standard input."""
     from updown_vqa.datasets.vqa2_synthetic import generate as generate_json
     from updown_vqa.features.tsv import write_tsv
 
     files = generate_json(spec["json_dir"], spec["fraction"], spec["seed"])
-    image_ids = np.concatenate([_image_ids(files, s) for s in ("train2014", "val2014")])
-    rng = np.random.default_rng(spec["seed"])
-    os.makedirs(spec["tsv_dir"], exist_ok=True)
-    boxes, dim = spec["boxes"], spec["dim"]
-    corners = rng.uniform(0, 320, (boxes, 2)).astype(np.float32)
-    box_rows = np.concatenate([corners, corners + 100], axis=1)  # [K, 4] x1 y1 x2 y2
-    for shard, ids in enumerate(np.array_split(image_ids, spec["shards"])):
-        def rows(ids=ids):
-            for lo in range(0, len(ids), FEATURES_PER_BLOCK):
-                block = rng.random((FEATURES_PER_BLOCK, boxes, dim), dtype=np.float32)  # [n, K, D]
-                for image_id, features in zip(ids[lo: lo + FEATURES_PER_BLOCK].tolist(), block):
-                    yield image_id, 640, 480, box_rows, features
-        write_tsv(os.path.join(spec["tsv_dir"], f"trainval_36.tsv.{shard}"), rows())
+    image_ids = all_image_ids(spec)
+    if spec["tsv"] == "files":
+        rows = tsv_rows(spec, image_ids)
+        os.makedirs(spec["tsv_dir"], exist_ok=True)
+        for shard, ids in enumerate(np.array_split(image_ids, spec["shards"])):
+            write_tsv(os.path.join(spec["tsv_dir"], f"trainval_36.tsv.{shard}"), itertools.islice(rows, len(ids)))
     return {"images": len(image_ids), "questions": {s: _count(files[s]["questions"]) for s in files}}
 
 
-def _image_ids(files: dict, subtype: str) -> np.ndarray:
-    with open(files[subtype]["questions"]) as f:
-        return np.unique([q["image_id"] for q in json.load(f)["questions"]])
+def all_image_ids(spec: dict) -> np.ndarray:
+    """The train and val images of the generated questions."""
+    def ids(subtype: str) -> np.ndarray:
+        with open(spec["files"][subtype]["questions"]) as f:
+            return np.unique([q["image_id"] for q in json.load(f)["questions"]])
+    return np.concatenate([ids("train2014"), ids("val2014")])
+
+
+def tsv_rows(spec: dict, image_ids: np.ndarray):
+    """(image_id, w, h, boxes, features) of every image: 36 fixed boxes, random float32 features."""
+    rng = np.random.default_rng(spec["seed"])
+    boxes, dim = spec["boxes"], spec["dim"]
+    corners = rng.uniform(0, 320, (boxes, 2)).astype(np.float32)
+    box_rows = np.concatenate([corners, corners + 100], axis=1)  # [K, 4] x1 y1 x2 y2
+    for lo in range(0, len(image_ids), FEATURES_PER_BLOCK):
+        block = rng.random((FEATURES_PER_BLOCK, boxes, dim), dtype=np.float32)  # [n, K, D]
+        for image_id, features in zip(image_ids[lo: lo + FEATURES_PER_BLOCK].tolist(), block):
+            yield image_id, 640, 480, box_rows, features
+
+
+def tsv(spec: dict) -> dict:
+    """The TSV of every image, written to standard output (the convert stage's pipe)."""
+    from updown_vqa.features.tsv import write_tsv
+
+    write_tsv("/dev/stdout", tsv_rows(spec, all_image_ids(spec)))
+    return {}
+
+
+def tsv_bytes(spec: dict, images: int) -> int:
+    """About the TSV's size: per line the id, sizes and base64 of the boxes and features."""
+    def base64_bytes(floats: int) -> int:
+        return -(-4 * floats // 3) * 4
+    return images * (20 + base64_bytes(spec["boxes"] * 4) + base64_bytes(spec["boxes"] * spec["dim"]))
 
 
 def _count(path: str) -> int:
@@ -59,12 +85,30 @@ def _count(path: str) -> int:
 
 
 def convert(spec: dict) -> dict:
-    """The store, through the real bottom-up TSV converter."""
+    """The store, through the real bottom-up TSV converter: from the shards, or (`tsv: pipe`) from its
+    standard input, fed by a `tsv` stage process, as `unzip -p trainval_36.zip | convert_tsv -` would
+    be; the CPU time is then the converter's own, and the generator's is given beside it."""
     from updown_vqa.features.convert_tsv import convert as convert_tsv
+    from updown_vqa.features.tsv import STDIN
 
-    shards = sorted(os.path.join(spec["tsv_dir"], n) for n in os.listdir(spec["tsv_dir"]))
-    summary = convert_tsv(shards, spec["store"], spec["dtype"], progress=False)
-    return {"images": summary["images"], "tsv_gb": sum(os.path.getsize(p) for p in shards) / 1e9}
+    if spec["tsv"] == "files":
+        shards = sorted(os.path.join(spec["tsv_dir"], n) for n in os.listdir(spec["tsv_dir"]))
+        summary = convert_tsv(shards, spec["store"], spec["dtype"], progress=False)
+        return {"images": summary["images"], "tsv_gb": summary["tsv_bytes"] / 1e9}
+    producer_result = os.path.join(spec["work"], "tsv.result.json")
+    producer = subprocess.Popen([sys.executable, "-m", "updown_vqa.bench.scale_stages", "tsv",
+                                 os.path.join(spec["work"], "spec.json"), producer_result], stdout=subprocess.PIPE)
+    os.dup2(producer.stdout.fileno(), sys.stdin.fileno())
+    producer.stdout.close()
+    images = len(all_image_ids(spec))
+    summary = convert_tsv([STDIN], spec["store"], spec["dtype"], progress=False, tsv_bytes=tsv_bytes(spec, images))
+    if producer.wait() != 0:
+        raise RuntimeError(f"the TSV generator exited with {producer.returncode}")
+    own, generator = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(producer_result) as f:
+        generator_rss = json.load(f)["peak_rss_mb"]
+    return {"images": summary["images"], "tsv_gb": summary["tsv_bytes"] / 1e9, "cpu_s": own.ru_utime + own.ru_stime,
+            "tsv_cpu_s": generator.ru_utime + generator.ru_stime, "tsv_peak_rss_mb": generator_rss}
 
 
 def _datamodule(spec: dict, num_workers: int, batch_size: int | None = None):
@@ -162,7 +206,7 @@ def flops_per_sample(module, dm, samples: int = 8) -> float:
     return counter.get_total_flops() / samples
 
 
-STAGES = {"generate": generate, "convert": convert, "preprocess": preprocess, "train": train,
+STAGES = {"generate": generate, "tsv": tsv, "convert": convert, "preprocess": preprocess, "train": train,
           "load": lambda spec: load(spec, int(os.environ["SCALE_WORKERS"]), os.environ["SCALE_COLD"] == "1")}
 
 
