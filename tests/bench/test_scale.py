@@ -6,8 +6,9 @@ import os
 
 import pytest
 from conftest import run_module
+from scipy import stats
 
-from updown_vqa.bench.scale_memory import slope_per_100
+from updown_vqa.bench.scale_memory import slope_error_per_100, slope_per_100
 
 TINY = ["--fraction", "0.0005", "--steps", "11", "--hidden-dim", "32", "--batch-size", "32", "--workers", "0,1",
         "--shards", "2"]
@@ -17,6 +18,14 @@ def test_the_memory_slope_is_per_100_steps():
     assert slope_per_100([10, 20, 30], [500.0, 500.0, 500.0]) == pytest.approx(0)
     assert slope_per_100([10, 20, 30, 40], [500.0, 501.0, 502.0, 503.0]) == pytest.approx(10)
     assert slope_per_100([10], [500.0]) == 0
+
+
+def test_the_slopes_standard_error_is_the_least_squares_one():
+    steps, rss = [20, 30, 40, 50, 60], [1241.0, 1197.0, 1222.0, 1184.0, 1270.0]
+    fit = stats.linregress(steps, rss)
+    assert slope_per_100(steps, rss) == pytest.approx(fit.slope * 100)
+    assert slope_error_per_100(steps, rss) == pytest.approx(fit.stderr * 100)
+    assert slope_error_per_100([10, 20, 30], [500.0, 501.0, 502.0]) == pytest.approx(0, abs=1e-9)
 
 
 @pytest.mark.slow  # every stage starts a Python process of its own (about a minute in all)

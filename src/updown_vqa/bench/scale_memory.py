@@ -24,6 +24,16 @@ def slope_per_100(steps: list[int], values: list[float]) -> float:
     return float(np.polyfit(np.asarray(steps, float), np.asarray(values, float), 1)[0] * 100)
 
 
+def slope_error_per_100(steps: list[int], values: list[float]) -> float:
+    """The standard error of that slope, per 100 steps (0 for under 3 points): RSS moves by tens of MB
+    from step to step (the allocator), so a slope is read against it."""
+    if len(steps) < 3:
+        return 0.0
+    x, y = np.asarray(steps, float), np.asarray(values, float)
+    residuals = y - np.polyval(np.polyfit(x, y, 1), x)
+    return float(np.sqrt((residuals ** 2).sum() / (len(x) - 2) / ((x - x.mean()) ** 2).sum()) * 100)
+
+
 class RssSampler:
     """Lightning callback (mixed in with pl.Callback by its user): every `every` steps, the RSS of this
     process and the largest PSS of its workers; the wall time of each step after the first."""
@@ -54,4 +64,5 @@ class RssSampler:
         skip = 1 if len(self.steps) > 2 else 0
         return {"rss_steps": self.steps, "rss_mb": self.rss, "worker_pss_mb": self.worker_pss,
                 "rss_slope_mb_per_100_steps": slope_per_100(self.steps[skip:], self.rss[skip:]),
+                "rss_slope_se_mb_per_100_steps": slope_error_per_100(self.steps[skip:], self.rss[skip:]),
                 "worker_pss_slope_mb_per_100_steps": slope_per_100(self.steps[skip:], self.worker_pss[skip:])}

@@ -15,7 +15,9 @@ def _rate(stage: dict) -> str:
         return (f"epoch {stage['epoch_s']:.1f} s: {stage['samples_per_s']:.0f} q/s, {stage['mb_per_s']:.0f} MB/s "
                 f"({stage['cache']})")
     if "rss_slope_mb_per_100_steps" in stage:
-        return (f"{stage['step_s']:.2f} s/step; RSS slope {stage['rss_slope_mb_per_100_steps']:+.1f} MB/100 "
+        error = stage.get("rss_slope_se_mb_per_100_steps")
+        error = "" if error is None else f" ± {error:.1f}"
+        return (f"{stage['step_s']:.2f} s/step; RSS slope {stage['rss_slope_mb_per_100_steps']:+.1f}{error} MB/100 "
                 f"steps, workers {stage['worker_pss_slope_mb_per_100_steps']:+.1f}")
     if "tsv_cpu_s" in stage:
         return (f"{stage['tsv_gb']:.2f} GB TSV in through a pipe (its generator: {stage['tsv_cpu_s']:.0f} CPU s, "
