@@ -52,16 +52,17 @@ def read_lines(path: str) -> Iterator[tuple[list[memoryview], int]]:
     base64 fields go to the decoder without being copied (fresh copies cost page faults too).
     """
     buf, start, end = bytearray(READ_BYTES), 0, 0  # buf[start:end] is read but not yet yielded
+    searched = 0  # buf[start:searched] has no newline: a pipe gives 64 KB a read, a line is 400 KB
     source = (sys.stdin.fileno(), False) if path == STDIN else (path, True)
     with open(source[0], "rb", buffering=0, closefd=source[1]) as f:
         while True:
-            newline = buf.find(b"\n", start, end)
+            newline = buf.find(b"\n", max(start, searched), end)
             if newline >= 0:
                 yield _split_fields(buf, start, newline), newline + 1 - start
                 start = newline + 1
                 continue
             buf, end = _keep_partial_line(buf, start, end)
-            start, read = 0, f.readinto(memoryview(buf)[end:])
+            start, searched, read = 0, end, f.readinto(memoryview(buf)[end:])
             if not read:
                 break
             end += read
@@ -72,7 +73,9 @@ def read_lines(path: str) -> Iterator[tuple[list[memoryview], int]]:
 def _keep_partial_line(buf: bytearray, start: int, end: int) -> tuple[bytearray, int]:
     """Move buf[start:end] to the front (into a buffer twice as big if it fills this one)."""
     partial = end - start
-    if start == 0 and partial == len(buf):
+    if start == 0 and partial < len(buf):
+        return buf, end  # at the front already, with room to read more
+    if start == 0:
         bigger = bytearray(2 * len(buf))  # a new buffer: views of the old one may still be alive
         bigger[:partial] = buf
         return bigger, partial
