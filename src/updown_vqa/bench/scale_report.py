@@ -95,7 +95,8 @@ def gpu_projection(report: dict, tflops: float = H100_BF16_TFLOPS, efficiency: f
 def plot(reports: list[dict], path: str) -> None:
     """Time (an epoch's, for the loading stages), peak RSS and output size of each stage against the
     fraction, log-log (a line of slope 1 is linear growth), as a PNG. Training runs a fixed number of
-    steps at every fraction, so it is left out of the time panel."""
+    steps at every fraction, so it is left out of the time panel; so is `generate` of a `--tsv pipe`
+    run, which writes only the json (its TSV is generated while convert runs)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,7 +113,8 @@ def plot(reports: list[dict], path: str) -> None:
         for i, name in enumerate(names):
             if key == "time" and name in ("train", "checkpoint"):
                 continue
-            stages = [next((s for s in r["stages"] if s["stage"] == name), {}) for r in reports]
+            stages = [{} if name == "generate" and r["settings"].get("tsv") == "pipe"
+                      else next((s for s in r["stages"] if s["stage"] == name), {}) for r in reports]
             values = [s.get("epoch_s", s.get("wall_s")) if key == "time" else s.get(key) for s in stages]
             points = [(f, v) for f, v in zip(fractions, values) if v]
             if points:
