@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import run_module, tiny_overrides
+from conftest import SLOW_EPOCHS, run_module, tiny_overrides
 
 from updown_vqa.report import main as report_main
 
@@ -38,7 +38,7 @@ def test_a_failing_job_is_recorded_and_the_grid_goes_on(data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_an_interrupted_grid_resumes_with_the_same_command(data_dir, tmp_path):
-    args = grid_args(data_dir, tmp_path, "ablation=base,relu")
+    args = grid_args(data_dir, tmp_path, "ablation=base,relu", *SLOW_EPOCHS)  # the second job cannot end before the kill
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     process = subprocess.Popen([sys.executable, "-m", "updown_vqa.train", *args], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
