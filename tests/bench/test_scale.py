@@ -66,6 +66,19 @@ def test_scale_reports_every_stage_and_removes_its_data(tmp_path, tsv):
     assert "| train |" in markdown and "| evaluate |" in markdown
 
 
+def test_a_store_larger_than_the_disk_stops_at_convert_with_its_reason_and_log(tmp_path):
+    """Through the pipe, the converter's refusal is the error, not its generator's broken pipe; the
+    stage's log outlives the removed run folder."""
+    result = run_module("updown_vqa.bench", "scale", *TINY, "--dir", str(tmp_path), "--tsv", "pipe",
+                        env={"UPDOWN_FREE_BYTES": "1000"}, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if "error: " in line]
+    assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert lines[0].startswith("error: stage convert failed: ") and "the store needs about" in lines[0], lines
+    log = tmp_path / "scale_0.0005_float16.convert.log"
+    assert f"(log: {log})" in lines[0] and "the store needs about" in log.read_text()
+    assert not (tmp_path / "scale_0.0005_float16").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--fraction", "0"], "--fraction 0.0: give a fraction of the real VQA v2 size in (0, 1]"),
     (["--fraction", "1.5"], "--fraction 1.5: give a fraction of the real VQA v2 size in (0, 1]"),

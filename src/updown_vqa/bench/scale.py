@@ -92,11 +92,12 @@ def _file_name(name: str) -> str:
     return name.replace(" ", "_")
 
 
-def run_stage(name: str, argv: list[str], work: str, env: dict | None = None) -> dict:
+def run_stage(name: str, argv: list[str], work: str, env: dict | None = None, logs: str | None = None) -> dict:
     """Run one stage as a child process; its wall and CPU time and peak RSS from its own accounting
     (wait4: the process and the workers it waited for), the run folder's largest size while it ran
     (sampled every DISK_POLL_S: a conversion's work file and final copy exist together only for a while),
-    and what it wrote to its result file, if any."""
+    and what it wrote to its result file, if any. A failed stage's log is copied into `logs` (the run
+    folder may be removed after it) and its last line, the stage's error, is the error's."""
     result_path = os.path.join(work, f"{_file_name(name)}.result.json")
     log_path = os.path.join(work, f"{_file_name(name)}.log")
     load_before, start, disk = os.getloadavg()[0], time.perf_counter(), 0
@@ -112,7 +113,13 @@ def run_stage(name: str, argv: list[str], work: str, env: dict | None = None) ->
     if os.waitstatus_to_exitcode(status) != 0:
         with open(log_path) as f:
             lines = [line.strip() for line in f if line.strip()]
-        raise UpdownError(f"stage {name} failed: {lines[-1] if lines else 'no output'} (log: {log_path})")
+        if logs:
+            kept = os.path.join(logs, f"{os.path.basename(work)}.{_file_name(name)}.log")
+            os.makedirs(logs, exist_ok=True)
+            shutil.copyfile(log_path, kept)
+            log_path = kept
+        last = lines[-1].removeprefix("error: ") if lines else "no output"
+        raise UpdownError(f"stage {name} failed: {last} (log: {log_path})")
     found = {}
     if os.path.isfile(result_path):
         with open(result_path) as f:
@@ -143,7 +150,7 @@ class Stages:
             result_path = os.path.join(self.work, f"{_file_name(name)}.result.json")
             stage = "command" if command else name.split(" ")[0]
             record = run_stage(name, ["-m", "updown_vqa.bench.scale_stages", stage, self.spec_path, result_path,
-                                      *command], self.work, env)
+                                      *command], self.work, env, self.args.out or self.args.dir)
             if output:
                 record["output_mb"] = folder_bytes(output) / 1e6
             record |= (extra or {}) | {"disk_gb": max(record["disk_gb"], folder_bytes(self.work) / 1e9)}

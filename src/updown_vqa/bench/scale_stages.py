@@ -101,7 +101,13 @@ def convert(spec: dict) -> dict:
     os.dup2(producer.stdout.fileno(), sys.stdin.fileno())
     producer.stdout.close()
     images = len(all_image_ids(spec))
-    summary = convert_tsv([STDIN], spec["store"], spec["dtype"], progress=False, tsv_bytes=tsv_bytes(spec, images))
+    try:
+        summary = convert_tsv([STDIN], spec["store"], spec["dtype"], progress=False,
+                              tsv_bytes=tsv_bytes(spec, images))
+    except BaseException:
+        producer.kill()  # before its broken pipe's traceback, so the converter's error is the log's last line
+        producer.wait()
+        raise
     if producer.wait() != 0:
         raise RuntimeError(f"the TSV generator exited with {producer.returncode}")
     own, generator = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -240,4 +246,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from updown_vqa.core.cli import command
+
+    command(main)(sys.argv[1:])  # a stage's error is one `error:` line, its log's last
