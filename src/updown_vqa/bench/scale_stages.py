@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from updown_vqa.core.io import write_json
+from updown_vqa.datasets.vqa2_synthetic import FULL_SIZES
 
 FEATURES_PER_BLOCK = 64  # images whose random features are drawn at once
 
@@ -100,7 +101,7 @@ def convert(spec: dict) -> dict:
                                  os.path.join(spec["work"], "spec.json"), producer_result], stdout=subprocess.PIPE)
     os.dup2(producer.stdout.fileno(), sys.stdin.fileno())
     producer.stdout.close()
-    images = len(all_image_ids(spec))
+    images = sum(round(count * spec["fraction"]) for _, count in FULL_SIZES.values())  # as the report sizes them
     try:
         summary = convert_tsv([STDIN], spec["store"], spec["dtype"], progress=False,
                               tsv_bytes=tsv_bytes(spec, images))

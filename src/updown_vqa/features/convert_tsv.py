@@ -114,7 +114,7 @@ def convert(
         raise UpdownError(f"TSV file(s) not found: {', '.join(missing)}")
     attrs = {
         "extractor": "bottom-up-tsv",
-        "source": [os.path.basename(p) if p != STDIN else "stdin" for p in paths],
+        "source": [os.path.basename(input_name(p)) for p in paths],
         "dtype": dtype,
     }
     known = files == paths or tsv_bytes is not None
