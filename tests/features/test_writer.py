@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from updown_vqa.core.errors import UpdownError
+from updown_vqa.features import sorted_copy
 from updown_vqa.features import writer as writer_module
 from updown_vqa.features.loading import read_rows
 from updown_vqa.features.store import FeatureStore
@@ -206,7 +207,7 @@ def test_empty_skip_list_leaves_no_dataset(tmp_path):
 
 @pytest.mark.parametrize("layout", ["padded", "flat"])
 def test_finalize_copies_in_several_slices(tmp_path, monkeypatch, layout):
-    monkeypatch.setattr(writer_module, "SLICE_BYTES", 3 * 6 * D * 4)  # three images per slice
+    monkeypatch.setattr(sorted_copy, "SLICE_BYTES", 3 * 6 * D * 4)  # three images per slice
     monkeypatch.setattr(writer_module, "BLOCK_IMAGES", 4)
     path = str(tmp_path / "f.h5")
     images = make_images(np.random.default_rng(1).permutation(40).tolist())

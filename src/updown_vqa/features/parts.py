@@ -1,7 +1,7 @@
 """One store from the parts of a sharded extraction, equal to what one process would have written.
 
 `extract ... shard=I/N` writes OUT.part-I-of-N.h5 (a finished flat store). The parts are read side by
-side as if they were one work file and copied by the writer's own sorted copy (features/writer.py
+side as if they were one work file and copied by the writer's own sorted copy (features/sorted_copy.py
 `write_sorted`): a bounded slice at a time, sorted by image id, padded like a one-process store, with
 the union of the `skipped` lists. The process that finishes the last part merges (`merge_when_complete`);
 `OUT.merge.lock` (core/lock.py) lets one of two parts that finish together do it.
@@ -21,8 +21,8 @@ from updown_vqa.core.errors import UpdownError
 from updown_vqa.core.lock import STALE_AFTER, RunLock
 from updown_vqa.features.finite import ATTR as ALL_FINITE
 from updown_vqa.features.shards import PART_NAME, part_path
-from updown_vqa.features.store import FeatureStore
-from updown_vqa.features.writer import PER_BOX, write_sorted
+from updown_vqa.features.sorted_copy import write_sorted
+from updown_vqa.features.store import PER_BOX, FeatureStore
 
 PER_PART_ATTRS = ("layout", ALL_FINITE)  # set anew for the merged store; every other attr must agree
 

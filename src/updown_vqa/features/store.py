@@ -7,7 +7,7 @@ Datasets (see the README for the full table):
 Optional: skipped int64 [S]; image_keys UTF-8 strings [N] where image ids are not integers (GQA's):
 a store with image_keys is looked up by key (image_ids then only number the rows).
 Optional, laid out like boxes ([N, K] or [R]): object_ids / attribute_ids int32 and object_scores /
-  attribute_scores float32, what the C4 detector saw in each box (writer.PER_BOX). Optional datasets
+  attribute_scores float32, what the C4 detector saw in each box (PER_BOX). Optional datasets
   are added without changing format_version, and readers ignore datasets they do not know.
 File attributes record how the features were made, plus `format_version`.
 
@@ -32,6 +32,10 @@ from updown_vqa.features.finite import check_features
 
 FORMAT_VERSION = 1
 REQUIRED = ("image_ids", "image_w", "image_h", "num_boxes", "boxes", "features")
+PER_IMAGE = {"image_ids": np.int64, "image_w": np.int32, "image_h": np.int32, "num_boxes": np.int32}
+# Optional datasets with one value per box (what a detector saw), laid out like `boxes`.
+PER_BOX = {"object_ids": np.int32, "object_scores": np.float32, "attribute_ids": np.int32,
+           "attribute_scores": np.float32}
 
 
 def write_store(
